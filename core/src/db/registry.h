@@ -1,0 +1,48 @@
+/*
+ * The registry of named databases (spec 02 Registry and Lifecycle): open, close, get,
+ * resolve with auto-open of tenant databases through a path resolver, list, shutdown.
+ *
+ * A database handed out by gs_registry_acquire holds a reference: it stays valid (though it
+ * may report DATABASE_CLOSED) until gs_registry_release. Concurrent acquires of one
+ * unregistered id share one auto-open.
+ *
+ * Threads: every function is thread-safe.
+ */
+#ifndef GS_DB_REGISTRY_H
+#define GS_DB_REGISTRY_H
+
+#include "database.h"
+
+typedef struct gs_registry gs_registry;
+
+typedef struct gs_registry_options {
+    /** Auto-open: when set, an unknown id that passes gs_tenant_id_valid opens
+     * "<tenant_dir>/<id><tenant_extension>". */
+    const char *tenant_dir;
+    const char *tenant_extension; /**< default ".db" */
+    int tenant_create;            /**< create missing tenant files (default 0: only existing) */
+    gs_db_options tenant_options; /**< options for auto-opened databases */
+    int64_t max_open;             /**< 0 = unlimited; else MAX_DATABASES past it */
+} gs_registry_options;
+
+void gs_registry_options_default(gs_registry_options *o);
+gs_registry *gs_registry_new(const gs_registry_options *opts);
+/** Open and register; DATABASE_ALREADY_EXISTS, SHUTDOWN, DATABASE_OPEN_FAILED. */
+gs_status gs_registry_open(gs_registry *reg, const char *id, const char *path,
+                           const gs_db_options *opts, gs_error *err);
+/** Close and unregister; DATABASE_NOT_FOUND. */
+gs_status gs_registry_close(gs_registry *reg, const char *id, gs_error *err);
+/** Find or auto-open `id`; NULL with DATABASE_NOT_FOUND (or SHUTDOWN, MAX_DATABASES,
+ * DATABASE_OPEN_FAILED) in err. Release the reference with gs_registry_release. */
+gs_database *gs_registry_acquire(gs_registry *reg, const char *id, gs_error *err);
+void gs_registry_release(gs_registry *reg, gs_database *db);
+/** Visit every registered database (under the registry lock: do not call back in). */
+void gs_registry_each(gs_registry *reg, void (*fn)(void *user, gs_database *db), void *user);
+/** Close every database (drain writes, checkpoint) and refuse further opens. Idempotent. */
+void gs_registry_shutdown(gs_registry *reg);
+void gs_registry_free(gs_registry *reg);
+
+/** ^[a-zA-Z0-9][a-zA-Z0-9_-]*$ and at most 255 bytes. */
+int gs_tenant_id_valid(const char *id);
+
+#endif
