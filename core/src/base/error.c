@@ -17,7 +17,8 @@ static void set_code(gs_error *err, const char *code)
     snprintf(err->code, sizeof err->code, "%s", code ? code : "INTERNAL_ERROR");
 }
 
-gs_status gs_error_set(gs_error *err, int status, const char *code, const char *fmt, ...)
+gs_status gs_error_setv(gs_error *err, int status, const char *code, const char *fmt,
+                        va_list ap)
 {
     if (!err)
         return GS_ERROR;
@@ -25,9 +26,15 @@ gs_status gs_error_set(gs_error *err, int status, const char *code, const char *
     err->status = status;
     set_code(err, code);
     err->details[0] = '\0';
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    return GS_ERROR;
+}
+
+gs_status gs_error_set(gs_error *err, int status, const char *code, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    gs_error_setv(err, status, code, fmt, ap);
     va_end(ap);
     return GS_ERROR;
 }

@@ -1,0 +1,657 @@
+#include "api.h"
+
+#include "../base/alloc.h"
+#include "../base/buf.h"
+#include "../base/error.h"
+#include "../base/log.h"
+#include "body.h"
+#include "route.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+struct gs_api {
+    gs_registry *reg;
+    gs_operations *ops;
+    int accept_sql;
+    int accept_backup_restore;
+    uint64_t max_body_bytes;
+    gs_api_cors cors;
+    gs_api_hook *hooks;
+    size_t hook_count;
+    atomic_int shutting_down;
+    pthread_mutex_t mu;
+    pthread_cond_t idle;
+    int64_t inflight;
+};
+
+/* How a database result is wrapped in the response body. */
+typedef enum { WRAP_RAW, WRAP_ROWS, WRAP_RESULTS } wrap_kind;
+
+/* One request in flight: what the answer needs once the database replies. */
+typedef struct api_call {
+    gs_api *api;
+    void (*complete)(void *user, const gs_response *resp);
+    void *user;
+    char *origin; /* request Origin, for CORS on the answer */
+    gs_database *db;
+    json_t *body;
+    json_t *identity;
+    json_t *resolved; /* registered operation arguments */
+    gs_db_stmt *stmts;
+    wrap_kind wrap;
+} api_call;
+
+static void inflight_done(gs_api *api)
+{
+    pthread_mutex_lock(&api->mu);
+    if (--api->inflight == 0)
+        pthread_cond_broadcast(&api->idle);
+    pthread_mutex_unlock(&api->mu);
+}
+
+static void call_free(api_call *c)
+{
+    if (c->db)
+        gs_registry_release(c->api->reg, c->db);
+    json_decref(c->body);
+    json_decref(c->identity);
+    json_decref(c->resolved);
+    gs_free(c->stmts);
+    gs_free(c->origin);
+    gs_free(c);
+}
+
+/* CORS headers for a normal answer: Allow-Origin (+ Vary when not "*"). */
+static size_t cors_headers(const gs_api *api, const char *origin, gs_header *h, size_t max)
+{
+    size_t n = 0;
+    if (!api->cors.enabled || max < 2)
+        return 0;
+    const char *allow = NULL;
+    if (api->cors.origin_count == 0) {
+        allow = "*";
+    } else if (api->cors.origin_count == 1) {
+        allow = api->cors.origins[0]; /* a single configured origin is sent as is */
+    } else if (origin) {
+        for (size_t i = 0; i < api->cors.origin_count; i++)
+            if (strcmp(api->cors.origins[i], origin) == 0)
+                allow = origin;
+    }
+    if (allow) {
+        h[n].name = "Access-Control-Allow-Origin";
+        h[n++].value = allow;
+    }
+    if (!allow || strcmp(allow, "*") != 0) {
+        h[n].name = "Vary";
+        h[n++].value = "Origin";
+    }
+    return n;
+}
+
+/* Send an answer and end the call. */
+static void respond(api_call *c, int status, const char *body, size_t len, const char *retry_after)
+{
+    gs_header h[8];
+    size_t n = cors_headers(c->api, c->origin, h, 6);
+    if (retry_after) {
+        h[n].name = "Retry-After";
+        h[n++].value = retry_after;
+    }
+    gs_response r = {.struct_size = sizeof r,
+                     .status = status,
+                     .headers = h,
+                     .header_count = n,
+                     .content_type = "application/json",
+                     .body = body,
+                     .body_len = len};
+    gs_api *api = c->api;
+    c->complete(c->user, &r);
+    call_free(c);
+    inflight_done(api);
+}
+
+static void respond_error(api_call *c, const gs_error *err)
+{
+    gs_buf b;
+    gs_buf_init(&b);
+    gs_error_to_json(err, &b);
+    int status = gs_error_status(err);
+    if (status >= 500 && strcmp(err->code, "WRITE_OVERLOADED") != 0 &&
+        strcmp(err->code, "SHUTDOWN") != 0 && strcmp(err->code, "DATABASE_CLOSED") != 0)
+        gs_log(GS_LOG_WARN, "api", "%d %s: %s", status, err->code, err->message);
+    if (b.oom) {
+        static const char oom[] =
+            "{\"error\":{\"code\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}}";
+        respond(c, 500, oom, sizeof oom - 1, NULL);
+    } else {
+        respond(c, status, b.data, b.len,
+                strcmp(err->code, "WRITE_OVERLOADED") == 0 ? "1" : NULL);
+    }
+    gs_buf_free(&b);
+}
+
+static void respond_code(api_call *c, const char *code, const char *fmt, const char *arg)
+{
+    gs_error e;
+    gs_error_init(&e);
+    gs_error_set(&e, 0, code, fmt, arg ? arg : "");
+    respond_error(c, &e);
+}
+
+static void respond_json(api_call *c, int status, const char *json)
+{
+    respond(c, status, json, strlen(json), NULL);
+}
+
+/* ---- database completion ---- */
+
+static void db_done(void *user, const gs_db_reply *reply)
+{
+    api_call *c = user;
+    if (reply->status != GS_OK) {
+        gs_error e;
+        gs_error_copy(&e, &reply->err);
+        respond_error(c, &e);
+        return;
+    }
+    if (c->wrap == WRAP_RAW) {
+        respond(c, 200, reply->json, reply->json_len, NULL);
+        return;
+    }
+    gs_buf b;
+    gs_buf_init(&b);
+    gs_buf_puts(&b, c->wrap == WRAP_ROWS ? "{\"rows\":" : "{\"results\":");
+    gs_buf_append(&b, reply->json, reply->json_len);
+    gs_buf_putc(&b, '}');
+    if (b.oom)
+        respond_code(c, "INTERNAL_ERROR", "out of memory building the response%s", "");
+    else
+        respond(c, 200, b.data, b.len, NULL);
+    gs_buf_free(&b);
+}
+
+/* ---- hooks ---- */
+
+/* Run the authenticate chain. GS_OK with *identity (or NULL = anonymous), else err. */
+static gs_status authenticate(gs_api *api, const gs_request *req, const char *path,
+                              const char *database_id, json_t **identity, gs_error *err)
+{
+    *identity = NULL;
+    gs_auth_context ctx = {.struct_size = sizeof ctx,
+                           .method = req->method,
+                           .path = path,
+                           .database_id = database_id,
+                           .headers = req->headers,
+                           .header_count = req->header_count,
+                           .remote_address = req->remote_address};
+    for (size_t i = 0; i < api->hook_count; i++) {
+        const gs_api_hook *h = &api->hooks[i];
+        if (!GS_HAS_MEMBER(gs_hook_vtable, authenticate, h->vt->struct_size) ||
+            !h->vt->authenticate)
+            continue;
+        char *text = NULL;
+        gs_error_init(err);
+        gs_status st = h->vt->authenticate(h->instance, &ctx, &text, err);
+        if (st == GS_DECLINED) {
+            gs_free(text);
+            continue;
+        }
+        if (st == GS_OK) {
+            if (!text)
+                return GS_OK; /* explicitly anonymous */
+            json_error_t je;
+            json_t *id = json_loads(text, 0, &je);
+            gs_free(text);
+            if (!json_is_object(id)) {
+                json_decref(id);
+                return gs_error_set(err, 500, "HOOK_ERROR",
+                                    "hook '%s' returned an identity that is not a JSON object",
+                                    h->name);
+            }
+            *identity = id;
+            return GS_OK;
+        }
+        gs_free(text);
+        if (err->status <= 0) {
+            /* A refusal without a status is a hook failure (spec: 500 HOOK_ERROR). */
+            char msg[sizeof err->message];
+            memcpy(msg, err->message, sizeof msg);
+            return gs_error_set(err, 500, "HOOK_ERROR", "hook '%s' failed: %s", h->name,
+                                msg[0] ? msg : "no message");
+        }
+        if (!err->code[0])
+            gs_error_set(err, err->status, "HOOK_ERROR", "hook '%s' refused the request",
+                         h->name);
+        return GS_ERROR;
+    }
+    return GS_OK;
+}
+
+/* beforeQuery: every hook may deny a statement. */
+static gs_status before_query(gs_api *api, const char *database_id, const char *sql,
+                              json_t *params, json_t *identity, int is_write, gs_error *err)
+{
+    char *params_json = NULL, *identity_json = NULL;
+    int any = 0;
+    for (size_t i = 0; i < api->hook_count; i++) {
+        const gs_api_hook *h = &api->hooks[i];
+        if (GS_HAS_MEMBER(gs_hook_vtable, before_query, h->vt->struct_size) &&
+            h->vt->before_query)
+            any = 1;
+    }
+    if (!any)
+        return GS_OK;
+    if (params)
+        params_json = json_dumps(params, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (identity)
+        identity_json = json_dumps(identity, JSON_COMPACT);
+    gs_query_context ctx = {.struct_size = sizeof ctx,
+                            .database_id = database_id,
+                            .sql = sql,
+                            .params_json = params_json,
+                            .identity_json = identity_json,
+                            .is_write = is_write};
+    gs_status result = GS_OK;
+    for (size_t i = 0; i < api->hook_count && result == GS_OK; i++) {
+        const gs_api_hook *h = &api->hooks[i];
+        if (!GS_HAS_MEMBER(gs_hook_vtable, before_query, h->vt->struct_size) ||
+            !h->vt->before_query)
+            continue;
+        gs_error_init(err);
+        if (h->vt->before_query(h->instance, &ctx, err) == GS_ERROR) {
+            if (!err->code[0])
+                gs_error_set(err, 0, "HOOK_DENIED", "hook '%s' denied the statement", h->name);
+            result = GS_ERROR;
+        }
+    }
+    free(params_json);
+    free(identity_json);
+    return result;
+}
+
+/* ---- fixed routes ---- */
+
+static void health_ready_one(void *user, gs_database *db)
+{
+    gs_buf *b = user;
+    if (b->data[b->len - 1] != '[')
+        gs_buf_putc(b, ',');
+    const char *id = gs_db_id(db);
+    gs_buf_puts(b, "{\"id\":");
+    gs_buf_json_string(b, id, strlen(id));
+    gs_buf_printf(b, ",\"readOnly\":%s,\"closed\":%s}", gs_db_is_read_only(db) ? "true" : "false",
+                  gs_db_is_closed(db) ? "true" : "false");
+}
+
+static void health_closed_one(void *user, gs_database *db)
+{
+    if (gs_db_is_closed(db))
+        *(int *)user = 1;
+}
+
+static void serve_health_ready(api_call *c)
+{
+    int any_closed = 0;
+    gs_registry_each(c->api->reg, health_closed_one, &any_closed);
+    gs_buf b;
+    gs_buf_init(&b);
+    gs_buf_printf(&b, "{\"status\":\"%s\",\"databases\":[", any_closed ? "degraded" : "ok");
+    gs_registry_each(c->api->reg, health_ready_one, &b);
+    gs_buf_puts(&b, "]}");
+    if (b.oom)
+        respond_code(c, "INTERNAL_ERROR", "out of memory%s", "");
+    else
+        respond(c, 200, b.data, b.len, NULL);
+    gs_buf_free(&b);
+}
+
+static void serve_capabilities(api_call *c)
+{
+    gs_buf b;
+    gs_buf_init(&b);
+    gs_buf_puts(&b, "{\"capabilities\":[");
+    int first = 1;
+    if (gs_operations_count(c->api->ops)) {
+        gs_buf_puts(&b, "\"query.named\"");
+        first = 0;
+    }
+    if (c->api->accept_sql)
+        gs_buf_puts(&b, first ? "\"query.sql\"" : ",\"query.sql\"");
+    gs_buf_putc(&b, ']');
+    if (gs_operations_count(c->api->ops))
+        gs_buf_printf(&b, ",\"registry\":{\"digest\":\"%s\"}", gs_operations_digest(c->api->ops));
+    gs_buf_putc(&b, '}');
+    respond(c, 200, b.data, b.len, NULL);
+    gs_buf_free(&b);
+}
+
+static void serve_preflight(api_call *c, const gs_request *req)
+{
+    gs_header h[8];
+    size_t n = cors_headers(c->api, c->origin, h, 4);
+    char max_age[24];
+    snprintf(max_age, sizeof max_age, "%lld", (long long)c->api->cors.max_age);
+    h[n].name = "Access-Control-Allow-Methods";
+    h[n++].value = c->api->cors.methods;
+    h[n].name = "Access-Control-Allow-Headers";
+    h[n++].value = c->api->cors.headers;
+    h[n].name = "Access-Control-Max-Age";
+    h[n++].value = max_age;
+    gs_response r = {.struct_size = sizeof r,
+                     .status = 204,
+                     .headers = h,
+                     .header_count = n,
+                     .content_type = "application/json",
+                     .body = "",
+                     .body_len = 0};
+    (void)req;
+    gs_api *api = c->api;
+    c->complete(c->user, &r);
+    call_free(c);
+    inflight_done(api);
+}
+
+/* ---- /db/{id} routes ---- */
+
+static gs_status submit_db(api_call *c, const char *database_id, gs_db_request *dreq,
+                           gs_error *err)
+{
+    c->db = gs_registry_acquire(c->api->reg, database_id, err);
+    if (!c->db)
+        return GS_ERROR;
+    dreq->done = db_done;
+    dreq->user = c;
+    return gs_db_submit(c->db, dreq, err);
+}
+
+static void serve_db(api_call *c, const gs_request *req, const gs_route *rt)
+{
+    gs_api *api = c->api;
+    gs_error err;
+    gs_error_init(&err);
+
+    if (authenticate(api, req, rt->path, rt->database_id, &c->identity, &err) != GS_OK) {
+        respond_error(c, &err);
+        return;
+    }
+
+    switch (rt->action) {
+    case GS_ROUTE_CLUSTER:
+        /* No cluster status source is configured on a standalone node: the spec's 404,
+         * identical to a refusal. */
+        respond_code(c, "NOT_FOUND", "no route for this path%s", "");
+        return;
+    case GS_ROUTE_BACKUP_RESTORE_STATUS:
+        /* The server's own record: no restore has started since it did. */
+        respond_json(c, 200, "{\"state\":\"idle\"}");
+        return;
+    case GS_ROUTE_BACKUP_RESTORE:
+        if (!api->accept_backup_restore) {
+            respond_code(c, "BACKUP_RESTORE_NOT_ACCEPTED",
+                         "this server restores no database over the wire "
+                         "(server.accept_backup_restore is false)%s",
+                         "");
+            return;
+        }
+        /* fall through: the database must exist, then backups are not configured */
+    case GS_ROUTE_BACKUP:
+    case GS_ROUTE_BACKUP_STATUS:
+    case GS_ROUTE_BACKUP_CHAIN:
+    case GS_ROUTE_BACKUP_VERIFY:
+    case GS_ROUTE_BACKUP_SAFE_TO_DELETE:
+        c->db = gs_registry_acquire(api->reg, rt->database_id, &err);
+        if (!c->db) {
+            respond_error(c, &err);
+            return;
+        }
+        respond_code(c, "BACKUP_UNSUPPORTED",
+                     "database '%s' was opened without backups configured", rt->database_id);
+        return;
+    case GS_ROUTE_CHANGES:
+    case GS_ROUTE_MIGRATIONS:
+    case GS_ROUTE_SNAPSHOT:
+    case GS_ROUTE_SNAPSHOT_PAGE:
+        c->db = gs_registry_acquire(api->reg, rt->database_id, &err);
+        if (!c->db) {
+            respond_error(c, &err);
+            return;
+        }
+        respond_code(c, "SYNC_UNSUPPORTED",
+                     "device sync is not available on this server (database '%s')",
+                     rt->database_id);
+        return;
+    default:
+        break;
+    }
+
+    int named = rt->action == GS_ROUTE_QUERY_NAMED || rt->action == GS_ROUTE_EXECUTE_NAMED;
+    if (!named && !api->accept_sql) {
+        respond_code(c, "SQL_NOT_ACCEPTED",
+                     "this server accepts registered operations only, not SQL "
+                     "(server.accept_sql is false)%s",
+                     "");
+        return;
+    }
+
+    const gs_operation *op = NULL;
+    if (named) {
+        op = gs_operations_find(api->ops, rt->database_id, rt->name,
+                                rt->action == GS_ROUTE_QUERY_NAMED ? GS_OP_READ : GS_OP_WRITE);
+        if (!op) {
+            respond_code(c, "UNKNOWN_QUERY",
+                         rt->action == GS_ROUTE_QUERY_NAMED
+                             ? "no registered read named '%s' for this database"
+                             : "no registered write named '%s' for this database",
+                         rt->name);
+            return;
+        }
+    }
+
+    if (gs_body_parse(req->body, req->body_len, named, &c->body, &err) != GS_OK) {
+        respond_error(c, &err);
+        return;
+    }
+
+    gs_db_request dreq;
+    memset(&dreq, 0, sizeof dreq);
+    if (gs_body_to_db_request(rt->action, c->body, &dreq, &c->stmts, &err) != GS_OK) {
+        respond_error(c, &err);
+        return;
+    }
+
+    if (named) {
+        json_t *args = json_object_get(c->body, "args");
+        c->resolved = gs_operation_resolve_args(op, args, c->identity, &err);
+        if (!c->resolved) {
+            respond_error(c, &err);
+            return;
+        }
+        c->stmts = gs_calloc(op->statement_count, sizeof *c->stmts);
+        if (!c->stmts) {
+            respond_code(c, "INTERNAL_ERROR", "out of memory%s", "");
+            return;
+        }
+        for (size_t i = 0; i < op->statement_count; i++) {
+            c->stmts[i].sql = op->statements[i];
+            c->stmts[i].params = c->resolved;
+        }
+        dreq.stmts = c->stmts;
+        dreq.stmt_count = op->statement_count;
+        dreq.kind = op->kind == GS_OP_READ ? GS_DB_QUERY : GS_DB_TRANSACTION;
+    }
+
+    for (size_t i = 0; i < dreq.stmt_count; i++) {
+        json_t *params = dreq.stmts[i].params;
+        if (!params && dreq.params_batch)
+            params = dreq.params_batch;
+        if (before_query(api, rt->database_id, dreq.stmts[i].sql, params, c->identity,
+                         dreq.kind != GS_DB_QUERY, &err) != GS_OK) {
+            respond_error(c, &err);
+            return;
+        }
+    }
+
+    switch (dreq.kind) {
+    case GS_DB_QUERY: c->wrap = WRAP_ROWS; break;
+    case GS_DB_TRANSACTION:
+    case GS_DB_BATCH: c->wrap = WRAP_RESULTS; break;
+    default: c->wrap = WRAP_RAW; break;
+    }
+    if (submit_db(c, rt->database_id, &dreq, &err) != GS_OK)
+        respond_error(c, &err);
+}
+
+static const char *header_get(const gs_request *req, const char *name)
+{
+    for (size_t i = 0; i < req->header_count; i++)
+        if (req->headers[i].name && strcasecmp(req->headers[i].name, name) == 0)
+            return req->headers[i].value;
+    return NULL;
+}
+
+gs_status gs_api_submit(gs_api *api, const gs_request *req)
+{
+    api_call *c = gs_calloc(1, sizeof *c);
+    if (!c) {
+        static const char oom[] =
+            "{\"error\":{\"code\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}}";
+        gs_response r = {.struct_size = sizeof r, .status = 500, .content_type = "application/json",
+                         .body = oom, .body_len = sizeof oom - 1};
+        req->complete(req->user, &r);
+        return GS_ERROR;
+    }
+    c->api = api;
+    c->complete = req->complete;
+    c->user = req->user;
+    const char *origin = header_get(req, "origin");
+    if (origin && api->cors.enabled)
+        c->origin = gs_strdup(origin);
+    pthread_mutex_lock(&api->mu);
+    api->inflight++;
+    pthread_mutex_unlock(&api->mu);
+
+    if (atomic_load(&api->shutting_down)) {
+        respond_code(c, "SHUTDOWN", "the server is shutting down; retry on another node%s", "");
+        return GS_ERROR;
+    }
+    if (req->method && strcmp(req->method, "OPTIONS") == 0 && api->cors.enabled) {
+        serve_preflight(c, req);
+        return GS_OK;
+    }
+    if (req->body_too_large) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "%llu", (unsigned long long)api->max_body_bytes);
+        respond_code(c, "PAYLOAD_TOO_LARGE", "the request body exceeds max_body_bytes (%s bytes)",
+                     msg);
+        return GS_OK;
+    }
+
+    gs_route rt;
+    gs_error err;
+    gs_error_init(&err);
+    if (gs_route_match(req->method, req->path, &rt) != GS_OK) {
+        respond_code(c, "NOT_FOUND", "no route for this path%s", "");
+        return GS_OK;
+    }
+    switch (rt.action) {
+    case GS_ROUTE_HEALTH: respond_json(c, 200, "{\"status\":\"ok\"}"); break;
+    case GS_ROUTE_HEALTH_READY: serve_health_ready(c); break;
+    case GS_ROUTE_CAPABILITIES: serve_capabilities(c); break;
+    default: serve_db(c, req, &rt); break;
+    }
+    gs_route_clear(&rt);
+    return GS_OK;
+}
+
+gs_status gs_api_new(const gs_api_options *opts, gs_registry *registry, gs_api **out,
+                     gs_error *err)
+{
+    gs_api *api = gs_calloc(1, sizeof *api);
+    if (!api)
+        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+    api->reg = registry;
+    api->ops = opts->operations;
+    api->accept_sql = opts->accept_sql;
+    api->accept_backup_restore = opts->accept_backup_restore;
+    api->max_body_bytes = opts->max_body_bytes;
+    api->cors.enabled = opts->cors.enabled;
+    api->cors.max_age = opts->cors.max_age;
+    api->cors.origin_count = 0;
+    int oom = 0;
+    if (opts->cors.origin_count && !(opts->cors.origin_count == 1 &&
+                                     strcmp(opts->cors.origins[0], "*") == 0)) {
+        char **o = gs_calloc(opts->cors.origin_count, sizeof *o);
+        if (!o)
+            oom = 1;
+        for (size_t i = 0; o && i < opts->cors.origin_count; i++)
+            if (!(o[i] = gs_strdup(opts->cors.origins[i])))
+                oom = 1;
+        api->cors.origins = (const char *const *)o;
+        api->cors.origin_count = o ? opts->cors.origin_count : 0;
+    }
+    api->cors.methods = gs_strdup(opts->cors.methods ? opts->cors.methods : "GET, POST, OPTIONS");
+    api->cors.headers =
+        gs_strdup(opts->cors.headers ? opts->cors.headers : "Content-Type, Authorization");
+    if (opts->hook_count) {
+        api->hooks = gs_calloc(opts->hook_count, sizeof *api->hooks);
+        if (api->hooks) {
+            memcpy(api->hooks, opts->hooks, opts->hook_count * sizeof *api->hooks);
+            api->hook_count = opts->hook_count;
+        } else {
+            oom = 1;
+        }
+    }
+    pthread_mutex_init(&api->mu, NULL);
+    pthread_cond_init(&api->idle, NULL);
+    if (oom || !api->cors.methods || !api->cors.headers) {
+        gs_api_free(api);
+        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+    }
+    *out = api;
+    return GS_OK;
+}
+
+void gs_api_begin_shutdown(gs_api *api)
+{
+    atomic_store(&api->shutting_down, 1);
+}
+
+int gs_api_wait_idle(gs_api *api, int64_t timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&api->mu);
+    while (api->inflight > 0)
+        if (pthread_cond_timedwait(&api->idle, &api->mu, &deadline) != 0)
+            break;
+    int left = (int)api->inflight;
+    pthread_mutex_unlock(&api->mu);
+    return left;
+}
+
+void gs_api_free(gs_api *api)
+{
+    if (!api)
+        return;
+    for (size_t i = 0; i < api->cors.origin_count; i++)
+        gs_free((void *)api->cors.origins[i]);
+    gs_free((void *)api->cors.origins);
+    gs_free(api->cors.methods);
+    gs_free(api->cors.headers);
+    gs_free(api->hooks);
+    gs_operations_free(api->ops);
+    pthread_mutex_destroy(&api->mu);
+    pthread_cond_destroy(&api->idle);
+    gs_free(api);
+}

@@ -1,0 +1,58 @@
+/*
+ * The api layer: the Sirannon request model every client transport shares (spec 05-server).
+ * It routes a gs_request (GET /health, /health/ready, /capabilities; POST /db/{id}/query,
+ * /execute, /transaction, /batch, /load, /query/{name}, /execute/{name}; OPTIONS for CORS),
+ * authenticates it through the hook chain, validates the body, submits the work to the
+ * database's pool and answers through request->complete with the spec's JSON and errors.
+ *
+ * Threads: gs_api_submit runs on a transport's I/O thread and runs no SQL; completions run on
+ * database threads. Ownership: the api copies what it keeps of a request.
+ */
+#ifndef GS_API_API_H
+#define GS_API_API_H
+
+#include <gatestream/host.h>
+#include <gatestream/hook.h>
+
+#include "../db/registry.h"
+#include "operations.h"
+
+typedef struct gs_api gs_api;
+
+typedef struct gs_api_hook {
+    const char *name; /* instance name, for messages */
+    const gs_hook_vtable *vt;
+    void *instance;
+} gs_api_hook;
+
+typedef struct gs_api_cors {
+    int enabled;
+    const char *const *origins; /* NULL or empty = "*" */
+    size_t origin_count;
+    char *methods; /* "GET, POST, OPTIONS" */
+    char *headers; /* "Content-Type, Authorization" */
+    int64_t max_age;
+} gs_api_cors;
+
+typedef struct gs_api_options {
+    int accept_sql;
+    int accept_backup_restore;
+    uint64_t max_body_bytes;
+    gs_api_cors cors;
+    const gs_api_hook *hooks; /* chained in order */
+    size_t hook_count;
+    gs_operations *operations; /* may be NULL; the api takes it */
+} gs_api_options;
+
+/** Build the api over a registry (borrowed; it must outlive the api). Copies opts. */
+gs_status gs_api_new(const gs_api_options *opts, gs_registry *registry, gs_api **out,
+                     gs_error *err);
+/** Answer one request; see host.h api_submit. */
+gs_status gs_api_submit(gs_api *api, const gs_request *req);
+/** From now on new requests get 503 SHUTDOWN. */
+void gs_api_begin_shutdown(gs_api *api);
+/** Wait until no request is in flight, at most timeout_ms. Returns the number still running. */
+int gs_api_wait_idle(gs_api *api, int64_t timeout_ms);
+void gs_api_free(gs_api *api);
+
+#endif

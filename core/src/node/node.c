@@ -1,0 +1,695 @@
+#include "node.h"
+
+#include <gatestream/client_transport.h>
+#include <gatestream/hook.h>
+#include <gatestream/host.h>
+
+#include "../api/api.h"
+#include "../base/alloc.h"
+#include "../base/error.h"
+#include "../base/log.h"
+#include "../base/workpool.h"
+#include "../config/config.h"
+#include "../db/registry.h"
+#include "../plugin/loader.h"
+#include "settings.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+typedef struct gs_instance {
+    const char *name; /* borrowed from settings */
+    gs_plugin_kind kind;
+    gs_plugin *plugin;
+    void *config; /* the plugin's config struct */
+    gs_cfg_arena arena;
+    void *instance;
+    int started;
+} gs_instance;
+
+struct gs_node {
+    gs_cfg_doc *doc;
+    gs_cfg_arena arena;
+    gs_settings s;
+    char *config_dir;
+    char *data_dir;
+    gs_host host;
+    gs_server_settings server;
+    gs_instance *instances;
+    size_t instance_count;
+    gs_registry *reg;
+    gs_api *api;
+    gs_workpool *pool;
+    int started;
+    int stopped;
+};
+
+/* ---- the host table ---- */
+
+static void host_log(const gs_host *host, gs_log_level level, const char *component,
+                     const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    gs_logv(level, component, fmt, ap);
+    va_end(ap);
+}
+
+static uint64_t host_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static const char *host_node_id(const gs_host *host)
+{
+    return ((const gs_node *)host->core)->s.node.id;
+}
+
+static gs_status host_post(const gs_host *host, void (*fn)(void *), void *arg)
+{
+    gs_node *n = host->core;
+    return n->pool ? gs_workpool_post(n->pool, fn, arg) : GS_AGAIN;
+}
+
+static const gs_server_settings *host_server_settings(const gs_host *host)
+{
+    return &((const gs_node *)host->core)->server;
+}
+
+static gs_status host_api_submit(const gs_host *host, const gs_request *req)
+{
+    gs_node *n = host->core;
+    if (!n->api) {
+        static const char body[] = "{\"error\":{\"code\":\"SHUTDOWN\",\"message\":\"the server "
+                                   "is not serving requests\"}}";
+        gs_response r = {.struct_size = sizeof r, .status = 503,
+                         .content_type = "application/json", .body = body,
+                         .body_len = sizeof body - 1};
+        req->complete(req->user, &r);
+        return GS_ERROR;
+    }
+    return gs_api_submit(n->api, req);
+}
+
+static void host_error_set(gs_error *err, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    gs_error_setv(err, status, code, fmt, ap);
+    va_end(ap);
+}
+
+static void host_init(gs_node *n)
+{
+    gs_host *h = &n->host;
+    memset(h, 0, sizeof *h);
+    h->struct_size = sizeof *h;
+    h->abi_major = GS_ABI_MAJOR;
+    h->abi_minor = GS_ABI_MINOR;
+    h->core = n;
+    h->log = host_log;
+    h->alloc = gs_malloc;
+    h->realloc = gs_realloc;
+    h->free = gs_free;
+    h->now_ms = host_now_ms;
+    h->node_id = host_node_id;
+    h->post = host_post;
+    h->server_settings = host_server_settings;
+    h->api_submit = host_api_submit;
+    h->error_set = host_error_set;
+}
+
+/* ---- loading ---- */
+
+static gs_status load_plugins(gs_node *n, gs_error *err)
+{
+    const gs_settings_plugin *ps = n->s.plugins.items;
+    size_t count = n->s.plugins.count;
+    n->instances = gs_calloc(count ? count : 1, sizeof *n->instances);
+    if (!n->instances)
+        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+    const gs_cfg_node *list = gs_cfg_get(n->doc->root, "plugins");
+    for (size_t i = 0; i < count; i++) {
+        const gs_settings_plugin *p = &ps[i];
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(ps[j].name, p->name) == 0)
+                return gs_error_set(err, 0, "INVALID_CONFIG",
+                                    "%s:%d: plugins[%zu].name: instance name '%s' is used twice",
+                                    n->doc->file, list->children[i]->line, i, p->name);
+        gs_instance *inst = &n->instances[n->instance_count++];
+        inst->name = p->name;
+        inst->kind = gs_plugin_kind_parse(p->kind);
+        char *path = NULL;
+        if (gs_plugin_find(p->name, p->plugin ? p->plugin : p->name, inst->kind, p->path,
+                           n->config_dir, &path, err) != GS_OK)
+            return GS_ERROR;
+        gs_status st = gs_plugin_load(p->name, path, inst->kind, &inst->plugin, err);
+        gs_free(path);
+        if (st != GS_OK)
+            return GS_ERROR;
+        const gs_plugin_descriptor *d = inst->plugin->desc;
+        inst->config = gs_calloc(1, d->config_struct_size ? d->config_struct_size : 1);
+        if (!inst->config)
+            return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+        char where[128];
+        snprintf(where, sizeof where, "plugins[%zu].config", i);
+        const gs_cfg_node *cfg = gs_cfg_get(list->children[i], "config");
+        if (cfg && cfg->is_null)
+            cfg = NULL;
+        if (gs_cfg_fill(n->doc, cfg, where, d->config_keys, d->config_key_count,
+                        d->config_key_size, inst->config, &inst->arena, err) != GS_OK)
+            return GS_ERROR;
+    }
+    return GS_OK;
+}
+
+static gs_instance *find_instance(gs_node *n, const char *name)
+{
+    for (size_t i = 0; i < n->instance_count; i++)
+        if (strcmp(n->instances[i].name, name) == 0)
+            return &n->instances[i];
+    return NULL;
+}
+
+static gs_status create_instances(gs_node *n, gs_error *err)
+{
+    for (size_t i = 0; i < n->instance_count; i++) {
+        gs_instance *inst = &n->instances[i];
+        const void *vt = inst->plugin->desc->vtable;
+        gs_status st = GS_OK;
+        gs_error_init(err);
+        switch (inst->kind) {
+        case GS_KIND_CLIENT_TRANSPORT:
+            st = ((const gs_client_transport_vtable *)vt)
+                     ->create(&n->host, inst->config, &inst->instance, err);
+            break;
+        case GS_KIND_HOOK:
+            st = ((const gs_hook_vtable *)vt)->create(&n->host, inst->config, &inst->instance, err);
+            break;
+        default:
+            return gs_error_set(err, 0, "INVALID_CONFIG",
+                                "plugin '%s': %s plugins are not served by this version yet "
+                                "(client_transport and hook are)",
+                                inst->name, gs_plugin_kind_name(inst->kind));
+        }
+        if (st != GS_OK) {
+            inst->instance = NULL;
+            gs_error_prefix(err, "plugin '%s' (%s) refused its config", inst->name,
+                            inst->plugin->path);
+            return GS_ERROR;
+        }
+    }
+    return GS_OK;
+}
+
+static gs_status validate_cross_refs(gs_node *n, gs_error *err)
+{
+    const gs_settings_server *sv = &n->s.server;
+    for (size_t i = 0; i < sv->transports.count; i++) {
+        gs_instance *inst = find_instance(n, sv->transports.items[i]);
+        if (!inst || inst->kind != GS_KIND_CLIENT_TRANSPORT)
+            return gs_error_set(err, 0, "INVALID_CONFIG",
+                                "%s: server.transports: '%s' is not a client_transport plugin "
+                                "instance declared under plugins",
+                                n->doc->file, sv->transports.items[i]);
+    }
+    if (sv->max_ws_backpressure_bytes && sv->max_ws_backpressure_bytes < sv->max_body_bytes)
+        return gs_error_set(err, 0, "INVALID_WS_BACKPRESSURE",
+                            "%s: server.max_ws_backpressure_bytes (%lld) must be at least "
+                            "server.max_body_bytes (%lld), so one reply frame always fits",
+                            n->doc->file, (long long)sv->max_ws_backpressure_bytes,
+                            (long long)sv->max_body_bytes);
+    if ((sv->tls_cert_file == NULL) != (sv->tls_key_file == NULL))
+        return gs_error_set(err, 0, "INVALID_CONFIG",
+                            "%s: server: set both tls_cert_file and tls_key_file, or neither",
+                            n->doc->file);
+    int has_auth = 0;
+    for (size_t i = 0; i < n->instance_count; i++) {
+        const gs_instance *inst = &n->instances[i];
+        if (inst->kind == GS_KIND_HOOK &&
+            GS_HAS_MEMBER(gs_hook_vtable, authenticate,
+                          ((const gs_hook_vtable *)inst->plugin->desc->vtable)->struct_size) &&
+            ((const gs_hook_vtable *)inst->plugin->desc->vtable)->authenticate)
+            has_auth = 1;
+    }
+    if (sv->accept_backup_restore && !has_auth)
+        return gs_error_set(err, 0, "INVALID_BACKUP_RESTORE",
+                            "%s: server.accept_backup_restore is true but no hook plugin "
+                            "authenticates requests; add one (e.g. auth_token) or turn it off",
+                            n->doc->file);
+    const gs_settings_db *dbs = n->s.databases.items;
+    for (size_t i = 0; i < n->s.databases.count; i++) {
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(dbs[i].id, dbs[j].id) == 0)
+                return gs_error_set(err, 0, "INVALID_CONFIG",
+                                    "%s: databases[%zu].id: '%s' is declared twice", n->doc->file,
+                                    i, dbs[i].id);
+        if (!dbs[i].id[0])
+            return gs_error_set(err, 0, "INVALID_CONFIG", "%s: databases[%zu].id is empty",
+                                n->doc->file, i);
+    }
+    return GS_OK;
+}
+
+static gs_status apply_overrides(gs_cfg_doc *doc, const gs_overrides *ov, gs_error *err)
+{
+    if (!ov)
+        return GS_OK;
+    if (ov->host && gs_cfg_set(doc, "server.host", ov->host, err))
+        return GS_ERROR;
+    if (ov->port && gs_cfg_set(doc, "server.port", ov->port, err))
+        return GS_ERROR;
+    if (ov->data_dir && gs_cfg_set(doc, "node.data_dir", ov->data_dir, err))
+        return GS_ERROR;
+    return GS_OK;
+}
+
+gs_status gs_node_load(const char *config_path, const gs_overrides *ov, gs_node **out,
+                       gs_error *err)
+{
+    *out = NULL;
+    gs_node *n = gs_calloc(1, sizeof *n);
+    if (!n)
+        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+    host_init(n);
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", config_path);
+    n->config_dir = gs_strdup(dirname(tmp));
+    size_t nkeys;
+    const gs_config_key *keys = gs_settings_keys(&nkeys);
+    if (!n->config_dir || gs_cfg_load_file(config_path, &n->doc, err) != GS_OK ||
+        apply_overrides(n->doc, ov, err) != GS_OK ||
+        gs_cfg_fill(n->doc, n->doc->root, "", keys, nkeys, sizeof(gs_config_key), &n->s,
+                    &n->arena, err) != GS_OK ||
+        load_plugins(n, err) != GS_OK || validate_cross_refs(n, err) != GS_OK ||
+        create_instances(n, err) != GS_OK) {
+        if (!n->config_dir)
+            gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+        gs_node_free(n);
+        return GS_ERROR;
+    }
+    int lvl = gs_log_level_parse(n->s.log.level);
+    if (lvl >= 0)
+        gs_log_set_level((gs_log_level)lvl);
+    const gs_settings_server *sv = &n->s.server;
+    n->server.struct_size = sizeof n->server;
+    n->server.host = sv->host;
+    n->server.port = (int)sv->port;
+    n->server.max_body_bytes = (uint64_t)sv->max_body_bytes;
+    n->server.max_ws_backpressure_bytes =
+        sv->max_ws_backpressure_bytes
+            ? (uint64_t)sv->max_ws_backpressure_bytes
+            : (sv->max_body_bytes > 16777216 ? (uint64_t)sv->max_body_bytes : 16777216u);
+    n->server.tls_cert_file = sv->tls_cert_file;
+    n->server.tls_key_file = sv->tls_key_file;
+    n->server.io_threads = (int)sv->io_threads;
+    n->server.connection_limit = (int)sv->connection_limit;
+    n->server.idle_timeout_s = (int)sv->idle_timeout_s;
+    n->server.access_log = sv->access_log;
+    *out = n;
+    return GS_OK;
+}
+
+/* ---- starting ---- */
+
+static int mkdir_p(const char *path)
+{
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static char *join_path(const char *dir, const char *file)
+{
+    if (file[0] == '/')
+        return gs_strdup(file);
+    size_t len = strlen(dir) + strlen(file) + 2;
+    char *p = gs_malloc(len);
+    if (p)
+        snprintf(p, len, "%s/%s", dir, file);
+    return p;
+}
+
+static void db_options_from(gs_db_options *o, const gs_settings_db *d)
+{
+    gs_db_options_default(o);
+    o->read_only = d->read_only;
+    o->read_pool_size = (int)d->read_pool_size;
+    o->wal = d->wal;
+    o->synchronous = d->synchronous;
+    o->wal_autocheckpoint = d->wal_autocheckpoint;
+    o->max_pending_writes = d->max_pending_writes;
+    o->write_timeout_ms = d->write_timeout_ms;
+    o->stmt_cache_size = (int)d->stmt_cache_size;
+    o->busy_timeout_ms = (int)d->busy_timeout_ms;
+}
+
+static gs_status build_operations(gs_node *n, gs_operations **out, gs_error *err)
+{
+    *out = NULL;
+    const gs_settings_server *sv = &n->s.server;
+    if (!sv->operations.count)
+        return GS_OK;
+    gs_operations *ops = gs_operations_new();
+    if (!ops)
+        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+    const gs_settings_op *list = sv->operations.items;
+    for (size_t i = 0; i < sv->operations.count; i++) {
+        const gs_settings_op *so = &list[i];
+        gs_operation op;
+        memset(&op, 0, sizeof op);
+        op.database = (char *)so->database;
+        op.name = (char *)so->name;
+        op.kind = strcmp(so->kind, "read") == 0 ? GS_OP_READ : GS_OP_WRITE;
+        char *read_sql[1] = {(char *)so->sql};
+        char **stmts = NULL;
+        if (op.kind == GS_OP_READ) {
+            if (!so->sql || so->statements.count) {
+                gs_operations_free(ops);
+                return gs_error_set(err, 0, "INVALID_CONFIG",
+                                    "%s: server.operations[%zu]: a read has exactly one 'sql' "
+                                    "and no 'statements'",
+                                    n->doc->file, i);
+            }
+            op.statements = read_sql;
+            op.statement_count = 1;
+        } else {
+            const gs_settings_stmt *st = so->statements.items;
+            size_t cnt = so->statements.count + (so->sql ? 1 : 0);
+            stmts = gs_calloc(cnt ? cnt : 1, sizeof *stmts);
+            if (!stmts) {
+                gs_operations_free(ops);
+                return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+            }
+            size_t k = 0;
+            if (so->sql)
+                stmts[k++] = (char *)so->sql;
+            for (size_t j = 0; j < so->statements.count; j++)
+                stmts[k++] = (char *)st[j].sql;
+            op.statements = stmts;
+            op.statement_count = k;
+        }
+        op.args = (char **)so->args.items;
+        op.arg_count = so->args.count;
+        json_t *fi = NULL;
+        char *fargs[64], *ffields[64];
+        if (so->from_identity_json) {
+            fi = json_loads(so->from_identity_json, 0, NULL);
+            if (!json_is_object(fi) || json_object_size(fi) > 64) {
+                json_decref(fi);
+                gs_free(stmts);
+                gs_operations_free(ops);
+                return gs_error_set(err, 0, "INVALID_CONFIG",
+                                    "%s: server.operations[%zu].from_identity must map argument "
+                                    "names to identity field names",
+                                    n->doc->file, i);
+            }
+            const char *k;
+            json_t *v;
+            size_t m = 0;
+            json_object_foreach(fi, k, v)
+            {
+                if (!json_is_string(v)) {
+                    json_decref(fi);
+                    gs_free(stmts);
+                    gs_operations_free(ops);
+                    return gs_error_set(err, 0, "INVALID_CONFIG",
+                                        "%s: server.operations[%zu].from_identity.%s must name "
+                                        "an identity field",
+                                        n->doc->file, i, k);
+                }
+                fargs[m] = (char *)k;
+                ffields[m++] = (char *)json_string_value(v);
+            }
+            op.identity_args = fargs;
+            op.identity_fields = ffields;
+            op.identity_count = m;
+        }
+        gs_status st = gs_operations_add(ops, &op, err);
+        json_decref(fi);
+        gs_free(stmts);
+        if (st != GS_OK) {
+            gs_error_prefix(err, "%s: server.operations[%zu]", n->doc->file, i);
+            gs_operations_free(ops);
+            return GS_ERROR;
+        }
+    }
+    if (gs_operations_build(ops, err) != GS_OK) {
+        gs_operations_free(ops);
+        return GS_ERROR;
+    }
+    *out = ops;
+    return GS_OK;
+}
+
+gs_status gs_node_start(gs_node *n, gs_error *err)
+{
+    const gs_settings *s = &n->s;
+    n->data_dir = gs_strdup(s->node.data_dir);
+    if (!n->data_dir)
+        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+    if (mkdir_p(n->data_dir) != 0)
+        return gs_error_set(err, 0, "INVALID_CONFIG",
+                            "cannot create node.data_dir '%s': %s; create it or point "
+                            "--data-dir elsewhere",
+                            n->data_dir, strerror(errno));
+    gs_registry_options ro;
+    gs_registry_options_default(&ro);
+    char *tenant_dir = NULL;
+    if (s->tenants.dir) {
+        tenant_dir = join_path(n->data_dir, s->tenants.dir);
+        if (!tenant_dir || mkdir_p(tenant_dir) != 0) {
+            gs_free(tenant_dir);
+            return gs_error_set(err, 0, "INVALID_CONFIG", "cannot create tenants.dir");
+        }
+        ro.tenant_dir = tenant_dir;
+        ro.tenant_extension = s->tenants.extension;
+        ro.tenant_create = s->tenants.create;
+        ro.tenant_options.read_pool_size = (int)s->tenants.read_pool_size;
+        ro.tenant_options.synchronous = s->tenants.synchronous;
+        ro.max_open = s->tenants.max_open;
+    }
+    n->reg = gs_registry_new(&ro);
+    gs_free(tenant_dir);
+    if (!n->reg)
+        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+    const gs_settings_db *dbs = s->databases.items;
+    for (size_t i = 0; i < s->databases.count; i++) {
+        char file[PATH_MAX];
+        if (dbs[i].path)
+            snprintf(file, sizeof file, "%s", dbs[i].path);
+        else
+            snprintf(file, sizeof file, "%s.db", dbs[i].id);
+        char *path = join_path(n->data_dir, file);
+        if (!path)
+            return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+        gs_db_options o;
+        db_options_from(&o, &dbs[i]);
+        gs_status st = gs_registry_open(n->reg, dbs[i].id, path, &o, err);
+        if (st == GS_OK)
+            gs_log(GS_LOG_INFO, "core", "database '%s' open at %s (%s, %lld readers)", dbs[i].id,
+                   path, o.read_only ? "read-only" : "read-write", (long long)o.read_pool_size);
+        gs_free(path);
+        if (st != GS_OK) {
+            gs_error_prefix(err, "database '%s'", dbs[i].id);
+            return GS_ERROR;
+        }
+    }
+    gs_operations *ops = NULL;
+    if (build_operations(n, &ops, err) != GS_OK)
+        return GS_ERROR;
+    gs_api_hook hooks[64];
+    size_t nh = 0;
+    for (size_t i = 0; i < n->instance_count && nh < 64; i++) {
+        gs_instance *inst = &n->instances[i];
+        if (inst->kind != GS_KIND_HOOK)
+            continue;
+        hooks[nh].name = inst->name;
+        hooks[nh].vt = inst->plugin->desc->vtable;
+        hooks[nh].instance = inst->instance;
+        nh++;
+    }
+    const gs_settings_server *sv = &s->server;
+    gs_api_options ao;
+    memset(&ao, 0, sizeof ao);
+    ao.accept_sql = sv->accept_sql;
+    ao.accept_backup_restore = sv->accept_backup_restore;
+    ao.max_body_bytes = (uint64_t)sv->max_body_bytes;
+    ao.cors.enabled = sv->cors.enabled;
+    ao.cors.origins = sv->cors.origins.items;
+    ao.cors.origin_count = sv->cors.origins.count;
+    ao.cors.max_age = sv->cors.max_age;
+    char methods[512] = "", headers[512] = "";
+    for (size_t i = 0; i < sv->cors.methods.count; i++)
+        snprintf(methods + strlen(methods), sizeof methods - strlen(methods), "%s%s",
+                 i ? ", " : "", sv->cors.methods.items[i]);
+    for (size_t i = 0; i < sv->cors.headers.count; i++)
+        snprintf(headers + strlen(headers), sizeof headers - strlen(headers), "%s%s",
+                 i ? ", " : "", sv->cors.headers.items[i]);
+    ao.cors.methods = methods[0] ? methods : NULL;
+    ao.cors.headers = headers[0] ? headers : NULL;
+    ao.hooks = hooks;
+    ao.hook_count = nh;
+    ao.operations = ops;
+    if (gs_api_new(&ao, n->reg, &n->api, err) != GS_OK) {
+        gs_operations_free(ops);
+        return GS_ERROR;
+    }
+    n->pool = gs_workpool_new(2, err);
+    if (!n->pool)
+        return GS_ERROR;
+    /* Start the client transports that serve. */
+    for (size_t i = 0; i < n->instance_count; i++) {
+        gs_instance *inst = &n->instances[i];
+        if (inst->kind != GS_KIND_CLIENT_TRANSPORT)
+            continue;
+        int serves = sv->transports.count == 0;
+        for (size_t j = 0; j < sv->transports.count; j++)
+            if (strcmp(sv->transports.items[j], inst->name) == 0)
+                serves = 1;
+        if (!serves)
+            continue;
+        const gs_client_transport_vtable *vt = inst->plugin->desc->vtable;
+        gs_error_init(err);
+        if (vt->start(inst->instance, err) != GS_OK) {
+            gs_error_prefix(err, "client transport '%s'", inst->name);
+            return GS_ERROR;
+        }
+        inst->started = 1;
+        int port = GS_HAS_MEMBER(gs_client_transport_vtable, bound_port, vt->struct_size) &&
+                           vt->bound_port
+                       ? vt->bound_port(inst->instance)
+                       : (int)sv->port;
+        gs_log(GS_LOG_INFO, "core", "client transport '%s' serving on %s port %d", inst->name,
+               sv->host, port);
+    }
+    n->started = 1;
+    gs_log(GS_LOG_INFO, "core", "node '%s' ready (gatestream %s)", s->node.id, GS_VERSION);
+    return GS_OK;
+}
+
+int gs_node_bound_port(const gs_node *n)
+{
+    for (size_t i = 0; i < n->instance_count; i++) {
+        const gs_instance *inst = &n->instances[i];
+        if (inst->kind != GS_KIND_CLIENT_TRANSPORT || !inst->started)
+            continue;
+        const gs_client_transport_vtable *vt = inst->plugin->desc->vtable;
+        if (GS_HAS_MEMBER(gs_client_transport_vtable, bound_port, vt->struct_size) &&
+            vt->bound_port)
+            return vt->bound_port(inst->instance);
+    }
+    return -1;
+}
+
+void gs_node_stop(gs_node *n)
+{
+    if (!n || n->stopped)
+        return;
+    n->stopped = 1;
+    if (n->api) {
+        gs_api_begin_shutdown(n->api);
+        int left = gs_api_wait_idle(n->api, n->s.server.shutdown_timeout_ms);
+        if (left)
+            gs_log(GS_LOG_WARN, "core", "%d request(s) still running after %lld ms; stopping",
+                   left, (long long)n->s.server.shutdown_timeout_ms);
+    }
+    for (size_t i = n->instance_count; i-- > 0;) {
+        gs_instance *inst = &n->instances[i];
+        if (inst->kind == GS_KIND_CLIENT_TRANSPORT && inst->started) {
+            ((const gs_client_transport_vtable *)inst->plugin->desc->vtable)->stop(inst->instance);
+            inst->started = 0;
+        }
+    }
+    if (n->reg)
+        gs_registry_shutdown(n->reg);
+    if (n->api) /* requests cut off by the transports have answered by now */
+        gs_api_wait_idle(n->api, 1000);
+}
+
+void gs_node_free(gs_node *n)
+{
+    if (!n)
+        return;
+    gs_node_stop(n);
+    for (size_t i = n->instance_count; i-- > 0;) {
+        gs_instance *inst = &n->instances[i];
+        if (inst->instance) {
+            const void *vt = inst->plugin->desc->vtable;
+            if (inst->kind == GS_KIND_CLIENT_TRANSPORT)
+                ((const gs_client_transport_vtable *)vt)->destroy(inst->instance);
+            else if (inst->kind == GS_KIND_HOOK)
+                ((const gs_hook_vtable *)vt)->destroy(inst->instance);
+        }
+    }
+    gs_api_free(n->api);
+    if (n->pool)
+        gs_workpool_free(n->pool);
+    if (n->reg)
+        gs_registry_free(n->reg);
+    for (size_t i = 0; i < n->instance_count; i++) {
+        gs_instance *inst = &n->instances[i];
+        gs_cfg_arena_free(&inst->arena);
+        gs_free(inst->config);
+        gs_plugin_unload(inst->plugin);
+    }
+    gs_free(n->instances);
+    gs_cfg_arena_free(&n->arena);
+    gs_cfg_free(n->doc);
+    gs_free(n->config_dir);
+    gs_free(n->data_dir);
+    gs_free(n);
+}
+
+gs_status gs_describe_plugin(const char *name, char **text, gs_error *err)
+{
+    char *path = NULL;
+    gs_plugin *p = NULL;
+    if (gs_plugin_find(name, name, 0, NULL, NULL, &path, err) != GS_OK)
+        return GS_ERROR;
+    gs_status st = gs_plugin_load(name, path, 0, &p, err);
+    gs_free(path);
+    if (st != GS_OK)
+        return GS_ERROR;
+    const gs_plugin_descriptor *d = p->desc;
+    gs_buf b;
+    gs_buf_init(&b);
+    gs_buf_printf(&b, "plugin %s %s (%s, ABI %u.%u)\n  %s\n  file: %s\n\nconfig keys:\n", d->name,
+                  d->version ? d->version : "", gs_plugin_kind_name(d->kind), d->abi_major,
+                  d->abi_minor,
+                  GS_HAS_MEMBER(gs_plugin_descriptor, description, d->struct_size) &&
+                          d->description
+                      ? d->description
+                      : "",
+                  p->path);
+    if (d->config_key_count)
+        gs_cfg_describe(d->config_keys, d->config_key_count, d->config_key_size, 1, &b);
+    else
+        gs_buf_puts(&b, "  (none)\n");
+    gs_plugin_unload(p);
+    if (b.oom) {
+        gs_buf_free(&b);
+        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+    }
+    *text = gs_buf_take(&b, NULL);
+    return GS_OK;
+}

@@ -1,0 +1,172 @@
+#include "settings.h"
+
+#include <stddef.h>
+
+#define KEY(n, t, def, req, st, m, help_) \
+    {.name = n, .type = t, .default_value = def, .required = req, .offset = offsetof(st, m), .help = help_}
+#define KEYR(n, t, def, st, m, lo, hi, help_) \
+    {.name = n, .type = t, .default_value = def, .offset = offsetof(st, m), .help = help_, .min = lo, .max = hi}
+#define KEYC(n, def, st, m, ch, help_) \
+    {.name = n, .type = GS_CFG_STRING, .default_value = def, .offset = offsetof(st, m), .help = help_, .choices = ch}
+#define SUB(n, t, st, m, tbl, sz, help_) \
+    {.name = n, .type = t, .offset = offsetof(st, m), .help = help_, .children = tbl, \
+     .child_count = sizeof(tbl) / sizeof(tbl[0]), .child_struct_size = sz}
+
+static const char *const kind_choices[] = {"client_transport", "repl_transport", "resolver",
+                                           "coordinator", "hook", NULL};
+static const char *const sync_choices[] = {"off", "normal", "full", "extra", NULL};
+static const char *const op_kinds[] = {"read", "write", NULL};
+static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+
+typedef struct {
+    const char *id;
+    const char *data_dir;
+} node_s;
+
+static const gs_config_key node_keys[] = {
+    KEY("id", GS_CFG_STRING, "node-1", 0, node_s, id, "this node's stable identifier"),
+    KEY("data_dir", GS_CFG_STRING, "./data", 0, node_s, data_dir,
+        "folder for database files (relative to the working directory)"),
+};
+
+typedef struct {
+    const char *level;
+} log_s;
+static const gs_config_key log_keys[] = {
+    KEYC("level", "info", log_s, level, log_levels, "error | warn | info | debug"),
+};
+
+static const gs_config_key plugin_keys[] = {
+    KEY("name", GS_CFG_STRING, NULL, 1, gs_settings_plugin, name, "instance name, unique"),
+    KEY("plugin", GS_CFG_STRING, NULL, 0, gs_settings_plugin, plugin,
+        "plugin name (default: the instance name)"),
+    {.name = "kind", .type = GS_CFG_STRING, .required = 1,
+     .offset = offsetof(gs_settings_plugin, kind), .help = "the plugin kind",
+     .choices = kind_choices},
+    KEY("path", GS_CFG_STRING, NULL, 0, gs_settings_plugin, path,
+        "the .so to load (relative to the config file); default: found by name"),
+    KEY("config", GS_CFG_JSON, NULL, 0, gs_settings_plugin, config_json,
+        "the plugin's own keys (see --describe-plugin)"),
+};
+
+static const gs_config_key cors_keys[] = {
+    KEY("enabled", GS_CFG_BOOL, "false", 0, gs_settings_cors, enabled, "answer CORS"),
+    KEY("origins", GS_CFG_STRING_LIST, NULL, 0, gs_settings_cors, origins,
+        "allowed origins; [\"*\"] when empty; a listed origin is echoed"),
+    KEY("methods", GS_CFG_STRING_LIST, NULL, 0, gs_settings_cors, methods,
+        "default GET, POST, OPTIONS"),
+    KEY("headers", GS_CFG_STRING_LIST, NULL, 0, gs_settings_cors, headers,
+        "default Content-Type, Authorization"),
+    KEYR("max_age", GS_CFG_INT, "86400", gs_settings_cors, max_age, 0, 31536000,
+         "Access-Control-Max-Age in seconds"),
+};
+
+static const gs_config_key stmt_keys[] = {
+    KEY("sql", GS_CFG_STRING, NULL, 1, gs_settings_stmt, sql,
+        "a statement; named parameters (:arg) bind the operation's arguments"),
+};
+
+static const gs_config_key op_keys[] = {
+    KEY("database", GS_CFG_STRING, NULL, 1, gs_settings_op, database, "database id"),
+    KEY("name", GS_CFG_STRING, NULL, 1, gs_settings_op, name, "operation name"),
+    {.name = "kind", .type = GS_CFG_STRING, .required = 1, .offset = offsetof(gs_settings_op, kind),
+     .help = "read | write", .choices = op_kinds},
+    KEY("sql", GS_CFG_STRING, NULL, 0, gs_settings_op, sql, "read: its one statement"),
+    SUB("statements", GS_CFG_LIST, gs_settings_op, statements, stmt_keys, sizeof(gs_settings_stmt),
+        "write: statements run in one transaction"),
+    KEY("args", GS_CFG_STRING_LIST, NULL, 0, gs_settings_op, args,
+        "argument names a caller may supply"),
+    KEY("from_identity", GS_CFG_JSON, NULL, 0, gs_settings_op, from_identity_json,
+        "map of argument name -> identity field the server fills in"),
+    KEY("columns", GS_CFG_STRING_LIST, NULL, 0, gs_settings_op, columns,
+        "read: the columns its statement returns"),
+};
+
+static const gs_config_key server_keys[] = {
+    KEY("host", GS_CFG_STRING, "127.0.0.1", 0, gs_settings_server, host, "bind address"),
+    KEYR("port", GS_CFG_INT, "9876", gs_settings_server, port, 0, 65535,
+         "HTTP port (0 = ephemeral)"),
+    KEY("transports", GS_CFG_STRING_LIST, NULL, 0, gs_settings_server, transports,
+        "client transport instances that serve (default: every one)"),
+    KEYR("max_body_bytes", GS_CFG_INT, "1048576", gs_settings_server, max_body_bytes, 1,
+         4294967295LL, "largest request body or WebSocket message"),
+    KEYR("max_ws_backpressure_bytes", GS_CFG_INT, "0", gs_settings_server,
+         max_ws_backpressure_bytes, 0, 4294967295LL,
+         "WebSocket outbound bound; 0 = max(16 MiB, max_body_bytes)"),
+    KEY("accept_sql", GS_CFG_BOOL, "false", 0, gs_settings_server, accept_sql,
+        "accept SQL statements over the network"),
+    KEY("accept_backup_restore", GS_CFG_BOOL, "false", 0, gs_settings_server,
+        accept_backup_restore, "accept POST /db/{id}/backup/restore"),
+    SUB("cors", GS_CFG_SECTION, gs_settings_server, cors, cors_keys, 0, "CORS"),
+    KEY("tls_cert_file", GS_CFG_STRING, NULL, 0, gs_settings_server, tls_cert_file,
+        "PEM certificate chain: serve HTTPS"),
+    KEY("tls_key_file", GS_CFG_STRING, NULL, 0, gs_settings_server, tls_key_file,
+        "PEM private key for tls_cert_file"),
+    KEYR("io_threads", GS_CFG_INT, "2", gs_settings_server, io_threads, 1, 256,
+         "I/O threads per client transport"),
+    KEYR("connection_limit", GS_CFG_INT, "1024", gs_settings_server, connection_limit, 1,
+         1000000, "simultaneous connections"),
+    KEYR("idle_timeout_s", GS_CFG_INT, "120", gs_settings_server, idle_timeout_s, 1, 86400,
+         "close idle connections after this many seconds"),
+    KEY("access_log", GS_CFG_BOOL, "true", 0, gs_settings_server, access_log,
+        "one log line per request"),
+    KEYR("shutdown_timeout_ms", GS_CFG_INT, "3000", gs_settings_server, shutdown_timeout_ms, 0,
+         600000, "how long in-flight requests may finish on SIGTERM"),
+    SUB("operations", GS_CFG_LIST, gs_settings_server, operations, op_keys,
+        sizeof(gs_settings_op), "registered operations"),
+};
+
+static const gs_config_key db_keys[] = {
+    KEY("id", GS_CFG_STRING, NULL, 1, gs_settings_db, id, "database id used in /db/{id}"),
+    KEY("path", GS_CFG_STRING, NULL, 0, gs_settings_db, path,
+        "file (relative to node.data_dir); default <id>.db"),
+    KEY("read_only", GS_CFG_BOOL, "false", 0, gs_settings_db, read_only, "refuse writes"),
+    KEYR("read_pool_size", GS_CFG_INT, "4", gs_settings_db, read_pool_size, 1, 64,
+         "reader connections"),
+    KEYC("synchronous", "normal", gs_settings_db, synchronous, sync_choices,
+         "PRAGMA synchronous"),
+    KEY("wal", GS_CFG_BOOL, "true", 0, gs_settings_db, wal, "journal_mode=WAL"),
+    KEYR("wal_autocheckpoint", GS_CFG_INT, "-1", gs_settings_db, wal_autocheckpoint, -1,
+         1000000000, "frames; -1 = SQLite's default, 0 disables"),
+    KEYR("max_pending_writes", GS_CFG_INT, "1024", gs_settings_db, max_pending_writes, 1,
+         1000000, "writes queued past this get WRITE_OVERLOADED"),
+    KEYR("write_timeout_ms", GS_CFG_INT, "30000", gs_settings_db, write_timeout_ms, 0,
+         86400000, "writer deadline; 0 disables"),
+    KEYR("stmt_cache_size", GS_CFG_INT, "128", gs_settings_db, stmt_cache_size, 0, 100000,
+         "prepared statements per connection"),
+    KEYR("busy_timeout_ms", GS_CFG_INT, "5000", gs_settings_db, busy_timeout_ms, 0, 600000,
+         "PRAGMA busy_timeout"),
+};
+
+static const gs_config_key tenant_keys[] = {
+    KEY("dir", GS_CFG_STRING, NULL, 0, gs_settings_tenants, dir,
+        "auto-open /db/{id} as <dir>/<id><extension> (relative to node.data_dir)"),
+    KEY("extension", GS_CFG_STRING, ".db", 0, gs_settings_tenants, extension,
+        "tenant file extension"),
+    KEY("create", GS_CFG_BOOL, "false", 0, gs_settings_tenants, create,
+        "create missing tenant files"),
+    KEYR("max_open", GS_CFG_INT, "0", gs_settings_tenants, max_open, 0, 1000000,
+         "open databases at most (0 = unlimited; LRU eviction)"),
+    KEYR("read_pool_size", GS_CFG_INT, "2", gs_settings_tenants, read_pool_size, 1, 64,
+         "reader connections per tenant database"),
+    KEYC("synchronous", "normal", gs_settings_tenants, synchronous, sync_choices,
+         "PRAGMA synchronous for tenant databases"),
+};
+
+static const gs_config_key root_keys[] = {
+    SUB("node", GS_CFG_SECTION, gs_settings, node, node_keys, 0, "this node"),
+    SUB("log", GS_CFG_SECTION, gs_settings, log, log_keys, 0, "logging"),
+    SUB("plugins", GS_CFG_LIST, gs_settings, plugins, plugin_keys, sizeof(gs_settings_plugin),
+        "plugin instances"),
+    SUB("server", GS_CFG_SECTION, gs_settings, server, server_keys, 0, "client API server"),
+    SUB("databases", GS_CFG_LIST, gs_settings, databases, db_keys, sizeof(gs_settings_db),
+        "databases served"),
+    SUB("tenants", GS_CFG_SECTION, gs_settings, tenants, tenant_keys, 0,
+        "auto-opened tenant databases"),
+};
+
+const gs_config_key *gs_settings_keys(size_t *count)
+{
+    *count = sizeof root_keys / sizeof root_keys[0];
+    return root_keys;
+}

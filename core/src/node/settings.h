@@ -1,0 +1,103 @@
+/*
+ * The core's own configuration sections (node, log, plugins, server, databases, tenants),
+ * declared as gs_config_key tables so they validate exactly as plugin keys do, and filled
+ * into the structs below by gs_cfg_fill. Strings point into the config arena: they live as
+ * long as the gs_settings that holds it. Threads: start-up only.
+ */
+#ifndef GS_NODE_SETTINGS_H
+#define GS_NODE_SETTINGS_H
+
+#include <gatestream/abi.h>
+#include "../config/config.h"
+
+typedef struct gs_settings_plugin {
+    const char *name;   /* instance name */
+    const char *plugin; /* plugin name (default: name) */
+    const char *kind;
+    const char *path;
+    const char *config_json; /* validated later against the plugin's own table */
+} gs_settings_plugin;
+
+typedef struct gs_settings_cors {
+    int enabled;
+    gs_config_strings origins; /* ["*"] by default */
+    gs_config_strings methods;
+    gs_config_strings headers;
+    int64_t max_age;
+} gs_settings_cors;
+
+typedef struct gs_settings_stmt {
+    const char *sql;
+} gs_settings_stmt;
+
+typedef struct gs_settings_op {
+    const char *database;
+    const char *name;
+    const char *kind; /* read | write */
+    const char *sql;  /* read: its one statement */
+    gs_config_list statements; /* write: gs_settings_stmt */
+    gs_config_strings args;
+    const char *from_identity_json; /* {"arg": "identity field"} */
+    gs_config_strings columns;
+} gs_settings_op;
+
+typedef struct gs_settings_server {
+    const char *host;
+    int64_t port;
+    gs_config_strings transports; /* client transport instances that serve; empty = all */
+    int64_t max_body_bytes;
+    int64_t max_ws_backpressure_bytes; /* 0 = max(16 MiB, max_body_bytes) */
+    int accept_sql;
+    int accept_backup_restore;
+    gs_settings_cors cors;
+    const char *tls_cert_file;
+    const char *tls_key_file;
+    int64_t io_threads;
+    int64_t connection_limit;
+    int64_t idle_timeout_s;
+    int access_log;
+    int64_t shutdown_timeout_ms;
+    gs_config_list operations; /* gs_settings_op */
+} gs_settings_server;
+
+typedef struct gs_settings_db {
+    const char *id;
+    const char *path;
+    int read_only;
+    int64_t read_pool_size;
+    const char *synchronous;
+    int wal;
+    int64_t wal_autocheckpoint;
+    int64_t max_pending_writes;
+    int64_t write_timeout_ms;
+    int64_t stmt_cache_size;
+    int64_t busy_timeout_ms;
+} gs_settings_db;
+
+typedef struct gs_settings_tenants {
+    const char *dir;
+    const char *extension;
+    int create;
+    int64_t max_open;
+    int64_t read_pool_size;
+    const char *synchronous;
+} gs_settings_tenants;
+
+typedef struct gs_settings {
+    struct {
+        const char *id;
+        const char *data_dir;
+    } node;
+    struct {
+        const char *level;
+    } log;
+    gs_config_list plugins; /* gs_settings_plugin */
+    gs_settings_server server;
+    gs_config_list databases; /* gs_settings_db */
+    gs_settings_tenants tenants;
+} gs_settings;
+
+/** The root key table and its size. */
+const gs_config_key *gs_settings_keys(size_t *count);
+
+#endif
