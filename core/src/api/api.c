@@ -398,7 +398,8 @@ static void serve_db(api_call *c, const gs_request *req, const gs_route *rt)
                          "");
             return;
         }
-        /* fall through: the database must exist, then backups are not configured */
+        /* the database must exist, then backups are not configured */
+        __attribute__((fallthrough));
     case GS_ROUTE_BACKUP:
     case GS_ROUTE_BACKUP_STATUS:
     case GS_ROUTE_BACKUP_CHAIN:

@@ -38,8 +38,6 @@ static gs_status check_sql(json_t *sql, const char *where, gs_error *err)
 {
     if (!json_is_string(sql) || json_string_length(sql) == 0)
         return gs_error_set(err, 0, "INVALID_REQUEST", "%s must be a non-empty string", where);
-    if (strlen(json_string_value(sql)) != json_string_length(sql))
-        return gs_error_set(err, 0, "INVALID_REQUEST", "%s contains a NUL character", where);
     return GS_OK;
 }
 

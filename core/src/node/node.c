@@ -273,30 +273,8 @@ static gs_status apply_overrides(gs_cfg_doc *doc, const gs_overrides *ov, gs_err
     return GS_OK;
 }
 
-gs_status gs_node_load(const char *config_path, const gs_overrides *ov, gs_node **out,
-                       gs_error *err)
+static void fill_server_settings(gs_node *n)
 {
-    *out = NULL;
-    gs_node *n = gs_calloc(1, sizeof *n);
-    if (!n)
-        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
-    host_init(n);
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", config_path);
-    n->config_dir = gs_strdup(dirname(tmp));
-    size_t nkeys;
-    const gs_config_key *keys = gs_settings_keys(&nkeys);
-    if (!n->config_dir || gs_cfg_load_file(config_path, &n->doc, err) != GS_OK ||
-        apply_overrides(n->doc, ov, err) != GS_OK ||
-        gs_cfg_fill(n->doc, n->doc->root, "", keys, nkeys, sizeof(gs_config_key), &n->s,
-                    &n->arena, err) != GS_OK ||
-        load_plugins(n, err) != GS_OK || validate_cross_refs(n, err) != GS_OK ||
-        create_instances(n, err) != GS_OK) {
-        if (!n->config_dir)
-            gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
-        gs_node_free(n);
-        return GS_ERROR;
-    }
     int lvl = gs_log_level_parse(n->s.log.level);
     if (lvl >= 0)
         gs_log_set_level((gs_log_level)lvl);
@@ -315,6 +293,32 @@ gs_status gs_node_load(const char *config_path, const gs_overrides *ov, gs_node 
     n->server.connection_limit = (int)sv->connection_limit;
     n->server.idle_timeout_s = (int)sv->idle_timeout_s;
     n->server.access_log = sv->access_log;
+}
+
+gs_status gs_node_load(const char *config_path, const gs_overrides *ov, gs_node **out,
+                       gs_error *err)
+{
+    *out = NULL;
+    gs_node *n = gs_calloc(1, sizeof *n);
+    if (!n)
+        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+    host_init(n);
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", config_path);
+    n->config_dir = gs_strdup(dirname(tmp));
+    size_t nkeys;
+    const gs_config_key *keys = gs_settings_keys(&nkeys);
+    if (!n->config_dir || gs_cfg_load_file(config_path, &n->doc, err) != GS_OK ||
+        apply_overrides(n->doc, ov, err) != GS_OK ||
+        gs_cfg_fill(n->doc, n->doc->root, "", keys, nkeys, sizeof(gs_config_key), &n->s,
+                    &n->arena, err) != GS_OK ||
+        load_plugins(n, err) != GS_OK || validate_cross_refs(n, err) != GS_OK ||
+        (fill_server_settings(n), create_instances(n, err)) != GS_OK) {
+        if (!n->config_dir)
+            gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+        gs_node_free(n);
+        return GS_ERROR;
+    }
     *out = n;
     return GS_OK;
 }
