@@ -1,0 +1,168 @@
+/*
+ * gs_hook_example.so against the test host (hook_host.h): the allow list on authenticate,
+ * deny_words on before_query, config refusals and allocation failures.
+ */
+#include "hook_host.h"
+
+#define EX_FILE "gs_hook_example.so"
+
+typedef struct fixture {
+    th_plugin p;
+    void *instance;
+    gs_error err;
+} fixture;
+
+static gs_status create(fixture *f, const char *const *allow, size_t nallow,
+                        const char *const *deny, size_t ndeny)
+{
+    f->p = th_load(EX_FILE);
+    const gs_plugin_descriptor *d = f->p.desc;
+    void *cfg = calloc(1, d->config_struct_size);
+    cr_assert_not_null(cfg);
+    th_set_strings(cfg, th_key(d->config_keys, d->config_key_count, d->config_key_size, "allow"),
+                   allow, nallow);
+    th_set_strings(cfg,
+                   th_key(d->config_keys, d->config_key_count, d->config_key_size, "deny_words"),
+                   deny, ndeny);
+    f->err = th_error();
+    gs_status st = f->p.vt->create(&th_host, cfg, &f->instance, &f->err);
+    free(cfg); /* the instance must not point into it */
+    if (st != GS_OK)
+        cr_assert_null(f->instance);
+    return st;
+}
+
+static void teardown(fixture *f)
+{
+    if (f->instance)
+        f->p.vt->destroy(f->instance);
+    f->instance = NULL;
+    cr_assert_eq(th_live_blocks(), 0, "%ld block(s) leaked", th_live_blocks());
+    th_unload(&f->p);
+}
+
+static gs_status from(fixture *f, const char *remote)
+{
+    gs_auth_context c = th_ctx(NULL, 0, "main", remote);
+    char *id = (char *)0x1;
+    f->err = th_error();
+    gs_status st = f->p.vt->authenticate(f->instance, &c, &id, &f->err);
+    cr_assert_null(id, "the example hook never names an identity");
+    return st;
+}
+
+static gs_status query(fixture *f, const char *sql)
+{
+    gs_query_context q = {.struct_size = sizeof q, .database_id = "main", .sql = sql};
+    f->err = th_error();
+    return f->p.vt->before_query(f->instance, &q, &f->err);
+}
+
+Test(example, descriptor_and_keys)
+{
+    th_plugin p = th_load(EX_FILE);
+    cr_assert_str_eq(p.desc->name, "example");
+    cr_assert_not_null(p.vt->authenticate);
+    cr_assert_not_null(p.vt->before_query);
+    for (size_t i = 0; i < p.desc->config_key_count; i++) {
+        cr_assert(p.desc->config_keys[i].help && *p.desc->config_keys[i].help);
+        cr_assert_eq(p.desc->config_keys[i].type, GS_CFG_STRING_LIST);
+        cr_assert_not(p.desc->config_keys[i].required);
+    }
+    th_unload(&p);
+}
+
+Test(example, empty_config_passes_everything_on)
+{
+    fixture f = {0};
+    cr_assert_eq(create(&f, NULL, 0, NULL, 0), GS_OK, "%s", f.err.message);
+    cr_assert_eq(from(&f, "203.0.113.9:1000"), GS_DECLINED);
+    cr_assert_eq(query(&f, "DROP TABLE t"), GS_DECLINED);
+    teardown(&f);
+}
+
+Test(example, allow_list_refuses_other_addresses)
+{
+    static const char *const allow[] = {"127.0.0.1", "::1", "fe80::1"};
+    fixture f = {0};
+    cr_assert_eq(create(&f, allow, 3, NULL, 0), GS_OK);
+    cr_assert_eq(from(&f, "127.0.0.1:53122"), GS_DECLINED);
+    cr_assert_eq(from(&f, "[::1]:53122"), GS_DECLINED);
+    cr_assert_eq(from(&f, "127.0.0.1"), GS_DECLINED);
+    cr_assert_eq(from(&f, "FE80::1"), GS_DECLINED);
+    const char *refused[] = {
+        "10.0.0.1:80", "127.0.0.10:80", "127.0.0.1x:1", "[::2]:1", "", "[" /* malformed */};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        cr_assert_eq(from(&f, refused[i]), GS_ERROR, "%s was let through", refused[i]);
+        cr_assert_eq(f.err.status, 403);
+        cr_assert_str_eq(f.err.code, "FORBIDDEN");
+    }
+    cr_assert(strstr(f.err.message, "allow list"), "%s", f.err.message);
+    cr_assert_eq(from(&f, NULL), GS_ERROR, "an unknown address is not on the list");
+    teardown(&f);
+}
+
+Test(example, deny_words_match_whole_words_outside_literals)
+{
+    static const char *const deny[] = {"drop", "ATTACH"};
+    fixture f = {0};
+    cr_assert_eq(create(&f, NULL, 0, deny, 2), GS_OK);
+    const char *denied[] = {"DROP TABLE t",           "drop table t",
+                            "select 1; Drop table t", "attach database 'x' as y",
+                            "SELECT 1 /**/drop",      "x(drop)"};
+    for (size_t i = 0; i < sizeof denied / sizeof denied[0]; i++) {
+        cr_assert_eq(query(&f, denied[i]), GS_ERROR, "'%s' was let through", denied[i]);
+        cr_assert_eq(f.err.status, 403);
+        cr_assert_str_eq(f.err.code, "HOOK_DENIED");
+        cr_assert(strstr(f.err.message, "'main'"), "%s", f.err.message);
+    }
+    const char *allowed[] = {"SELECT * FROM dropbox", "SELECT drop_count FROM t",
+                             "SELECT 'drop' AS word", "SELECT 'it''s drop time'",
+                             "INSERT INTO t VALUES ('unterminated drop"};
+    for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++)
+        cr_assert_eq(query(&f, allowed[i]), GS_OK, "'%s' was refused: %s", allowed[i],
+                     f.err.message);
+    /* After a literal closes, words count again. */
+    cr_assert_eq(query(&f, "SELECT 'x''y' ; DROP TABLE t"), GS_ERROR);
+    teardown(&f);
+}
+
+Test(example, config_is_validated)
+{
+    static const char *const empty_addr[] = {"127.0.0.1", ""};
+    fixture f = {0};
+    cr_assert_eq(create(&f, empty_addr, 2, NULL, 0), GS_ERROR);
+    cr_assert_str_eq(f.err.code, "INVALID_CONFIG");
+    cr_assert(strstr(f.err.message, "allow[1]"), "%s", f.err.message);
+    th_unload(&f.p);
+
+    static const char *const phrase[] = {"drop table"};
+    fixture g = {0};
+    cr_assert_eq(create(&g, NULL, 0, phrase, 1), GS_ERROR);
+    cr_assert_str_eq(g.err.code, "INVALID_CONFIG");
+    cr_assert(strstr(g.err.message, "deny_words[0]"), "%s", g.err.message);
+    th_unload(&g.p);
+    cr_assert_eq(th_live_blocks(), 0);
+}
+
+Test(example, every_allocation_failure_in_create_is_clean)
+{
+    static const char *const allow[] = {"127.0.0.1", "::1"};
+    static const char *const deny[] = {"drop", "attach", "detach"};
+    int succeeded = 0;
+    for (long n = 0; n < 50 && !succeeded; n++) {
+        fixture f = {0};
+        th_fail_after(n);
+        gs_status st = create(&f, allow, 2, deny, 3);
+        th_fail_after(-1);
+        if (st == GS_OK) {
+            succeeded = 1;
+            cr_assert_eq(query(&f, "detach x"), GS_ERROR);
+            cr_assert_eq(from(&f, "[::1]:9"), GS_DECLINED);
+        } else {
+            cr_assert_str_eq(f.err.code, "INTERNAL_ERROR");
+        }
+        teardown(&f);
+    }
+    cr_assert(succeeded);
+}
