@@ -1,0 +1,517 @@
+/*
+ * The writer thread: the only write connection of a database, group commit (spec 02), the
+ * deadline check at start, bulk load, and the final checkpoint at close.
+ *
+ * Group commit: when the previous commit returns, the writer takes every groupable job
+ * queued at the head (up to GS_GROUP_MAX_STATEMENTS statements) and runs them in one
+ * BEGIN IMMEDIATE..COMMIT, each unit inside its own SAVEPOINT so a failing unit is rolled
+ * back alone. A unit whose failure took the whole transaction with it (INSERT OR ROLLBACK,
+ * an I/O error) is answered with its error and the others run again without it. A COMMIT
+ * failure fails every unit (TRANSACTION_ERROR) and is not retried: the commit may already be
+ * on disk. Units are answered only after COMMIT returned. A lone single-statement write runs
+ * in autocommit mode; DDL, PRAGMA and the like, LOAD and internal calls run alone.
+ */
+#include "database_internal.h"
+
+#include "base/alloc.h"
+#include "base/error.h"
+#include "base/log.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+enum { UNIT_PENDING = 0, UNIT_OK = 1, UNIT_FAILED = 2 };
+
+typedef struct unit {
+    gs_job *job;
+    int state;
+    size_t off, len; /* result JSON in the scratch buffer */
+    gs_error err;
+} unit;
+
+struct gs_writer_scratch {
+    gs_job *batch[GS_GROUP_MAX_STATEMENTS];
+    unit units[GS_GROUP_MAX_STATEMENTS];
+    gs_buf out;
+    gs_row_keys keys;
+};
+
+struct gs_writer_scratch *gs_writer_scratch_new(void)
+{
+    struct gs_writer_scratch *s = gs_calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    gs_buf_init(&s->out);
+    gs_row_keys_init(&s->keys);
+    return s;
+}
+
+void gs_writer_scratch_free(struct gs_writer_scratch *s)
+{
+    if (!s)
+        return;
+    gs_buf_free(&s->out);
+    gs_row_keys_free(&s->keys);
+    gs_free(s);
+}
+
+typedef struct writer {
+    gs_database *db;
+    gs_conn *conn;
+    struct gs_writer_scratch *s;
+} writer;
+
+/* ---- one statement ---- */
+
+/* Run a prepared, bound user statement to completion and append its ExecuteResult. */
+static gs_status run_prepared(writer *w, gs_stmt *st, gs_buf *out, gs_error *err)
+{
+    sqlite3 *db = gs_conn_db(w->conn);
+    sqlite3_int64 before = sqlite3_total_changes64(db);
+    int rc;
+    while ((rc = gs_conn_step(w->conn, st, err)) == SQLITE_ROW)
+        ;
+    if (rc != SQLITE_DONE)
+        return GS_ERROR;
+    /* sqlite3_changes keeps the last DML's count across DDL; report 0 when nothing changed */
+    sqlite3_int64 changes = sqlite3_total_changes64(db) != before ? sqlite3_changes64(db) : 0;
+    gs_buf_printf(out, "{\"changes\":%lld,\"lastInsertRowId\":", (long long)changes);
+    gs_value_append_rowid(out, sqlite3_last_insert_rowid(db));
+    gs_buf_putc(out, '}');
+    return GS_OK;
+}
+
+static gs_status run_stmt(writer *w, const gs_job_stmt *js, const gs_bind_set *set, gs_buf *out,
+                          gs_error *err)
+{
+    gs_stmt *st;
+    if (gs_conn_prepare(w->conn, js->sql, js->len, 0, &st, err) != GS_OK)
+        return GS_ERROR;
+    gs_status rc = gs_params_bind(gs_stmt_sqlite(st), set, err);
+    if (rc == GS_OK)
+        rc = run_prepared(w, st, out, err);
+    gs_conn_release(w->conn, st);
+    return rc;
+}
+
+/* ---- one unit (EXECUTE, TRANSACTION or BATCH) inside an open transaction ---- */
+
+static gs_status run_unit(writer *w, gs_job *job, gs_buf *out, gs_error *err)
+{
+    switch (job->kind) {
+    case GS_DB_EXECUTE: return run_stmt(w, &job->stmts[0], &job->stmts[0].params, out, err);
+    case GS_DB_TRANSACTION:
+        gs_buf_putc(out, '[');
+        for (size_t i = 0; i < job->nstmts; i++) {
+            if (i)
+                gs_buf_putc(out, ',');
+            if (run_stmt(w, &job->stmts[i], &job->stmts[i].params, out, err) != GS_OK) {
+                gs_error_prefix(err, "statement %zu of %zu", i + 1, job->nstmts);
+                return GS_ERROR;
+            }
+        }
+        gs_buf_putc(out, ']');
+        return GS_OK;
+    case GS_DB_BATCH: {
+        gs_stmt *st;
+        if (gs_conn_prepare(w->conn, job->stmts[0].sql, job->stmts[0].len, 0, &st, err) != GS_OK)
+            return GS_ERROR;
+        sqlite3_stmt *ss = gs_stmt_sqlite(st);
+        gs_status rc = GS_OK;
+        gs_buf_putc(out, '[');
+        for (size_t i = 0; i < job->nsets && rc == GS_OK; i++) {
+            if (i) {
+                gs_buf_putc(out, ',');
+                sqlite3_reset(ss);
+                sqlite3_clear_bindings(ss);
+            }
+            rc = gs_params_bind(ss, &job->sets[i], err);
+            if (rc == GS_OK)
+                rc = run_prepared(w, st, out, err);
+            if (rc != GS_OK)
+                gs_error_prefix(err, "parameter set %zu of %zu", i + 1, job->nsets);
+        }
+        gs_buf_putc(out, ']');
+        gs_conn_release(w->conn, st);
+        return rc;
+    }
+    default: return gs_error_set(err, 0, "INTERNAL_ERROR", "job kind %d is not a unit", job->kind);
+    }
+}
+
+/* ---- answering ---- */
+
+static void answer_units(writer *w, size_t n)
+{
+    gs_buf *out = &w->s->out;
+    for (size_t i = 0; i < n; i++) {
+        unit *u = &w->s->units[i];
+        if (u->state == UNIT_OK && out->oom) {
+            gs_error_set(&u->err, 0, "INTERNAL_ERROR",
+                         "out of memory building the result (the write was committed)");
+            u->state = UNIT_FAILED;
+        }
+        if (u->state == UNIT_OK)
+            gs_job_answer_ok(u->job, out->data + u->off, u->len);
+        else
+            gs_job_answer_error(u->job, &u->err, 0);
+    }
+}
+
+static void rollback_quietly(writer *w)
+{
+    gs_error e;
+    if (!sqlite3_get_autocommit(gs_conn_db(w->conn)) &&
+        gs_conn_exec(w->conn, "ROLLBACK", &e) != GS_OK)
+        gs_log(GS_LOG_ERROR, "db", "database '%s': ROLLBACK failed: %s", w->db->id, e.message);
+}
+
+/* ---- group commit ---- */
+
+static void run_group(writer *w, size_t n)
+{
+    struct gs_writer_scratch *s = w->s;
+    sqlite3 *sdb = gs_conn_db(w->conn);
+    for (size_t i = 0; i < n; i++) {
+        s->units[i].job = s->batch[i];
+        s->units[i].state = UNIT_PENDING;
+        gs_error_init(&s->units[i].err);
+    }
+    for (;;) {
+        size_t active = 0;
+        for (size_t i = 0; i < n; i++)
+            if (s->units[i].state != UNIT_FAILED) {
+                s->units[i].state = UNIT_PENDING;
+                active++;
+            }
+        if (active == 0)
+            break;
+        gs_buf_reset(&s->out);
+        gs_error e;
+        if (gs_conn_exec(w->conn, "BEGIN IMMEDIATE", &e) != GS_OK) {
+            for (size_t i = 0; i < n; i++)
+                if (s->units[i].state != UNIT_FAILED) {
+                    gs_error_set(&s->units[i].err, 0, "TRANSACTION_ERROR",
+                                 "cannot begin the write transaction: %s", e.message);
+                    s->units[i].state = UNIT_FAILED;
+                }
+            break;
+        }
+        int use_sp = active > 1;
+        long lost = -1; /* a unit whose failure ended the whole transaction */
+        for (size_t i = 0; i < n && lost < 0; i++) {
+            unit *u = &s->units[i];
+            if (u->state == UNIT_FAILED)
+                continue;
+            if (use_sp && gs_conn_exec(w->conn, "SAVEPOINT gs_unit", &e) != GS_OK) {
+                gs_error_set(&u->err, 0, "TRANSACTION_ERROR", "cannot open a savepoint: %s",
+                             e.message);
+                lost = (long)i;
+                break;
+            }
+            u->off = s->out.len;
+            if (run_unit(w, u->job, &s->out, &u->err) == GS_OK) {
+                if (use_sp && gs_conn_exec(w->conn, "RELEASE gs_unit", &e) != GS_OK) {
+                    gs_error_set(&u->err, 0, "TRANSACTION_ERROR", "cannot release a savepoint: %s",
+                                 e.message);
+                    lost = (long)i;
+                    break;
+                }
+                u->len = s->out.len - u->off;
+                u->state = UNIT_OK;
+                continue;
+            }
+            s->out.len = u->off; /* drop the partial result */
+            if (s->out.data)
+                s->out.data[s->out.len] = '\0';
+            u->state = UNIT_FAILED;
+            if (sqlite3_get_autocommit(sdb)) {
+                lost = (long)i;
+                break;
+            }
+            if (use_sp && (gs_conn_exec(w->conn, "ROLLBACK TO gs_unit", &e) != GS_OK ||
+                           gs_conn_exec(w->conn, "RELEASE gs_unit", &e) != GS_OK)) {
+                lost = (long)i;
+                break;
+            }
+        }
+        if (lost >= 0) {
+            /* the units before it were rolled back with it: run the rest again */
+            s->units[lost].state = UNIT_FAILED;
+            rollback_quietly(w);
+            continue;
+        }
+        int any_ok = 0;
+        for (size_t i = 0; i < n; i++)
+            any_ok |= s->units[i].state == UNIT_OK;
+        if (!any_ok) {
+            rollback_quietly(w);
+            break;
+        }
+        if (gs_conn_exec(w->conn, "COMMIT", &e) != GS_OK) {
+            rollback_quietly(w);
+            for (size_t i = 0; i < n; i++)
+                if (s->units[i].state == UNIT_OK) {
+                    gs_error_set(&s->units[i].err, 0, "TRANSACTION_ERROR", "commit failed: %s",
+                                 e.message);
+                    s->units[i].state = UNIT_FAILED;
+                }
+        }
+        break;
+    }
+}
+
+/* ---- jobs that run alone ---- */
+
+static void set_outcome(unit *u, gs_status rc, size_t off, size_t len)
+{
+    u->state = rc == GS_OK ? UNIT_OK : UNIT_FAILED;
+    u->off = off;
+    u->len = len;
+}
+
+static void run_execute_alone(writer *w, unit *u)
+{
+    gs_buf *out = &w->s->out;
+    gs_buf_reset(out);
+    gs_status rc = run_stmt(w, &u->job->stmts[0], &u->job->stmts[0].params, out, &u->err);
+    /* a failed statement in autocommit mode leaves no transaction open, unless it was
+     * stopped half way; never leave one behind */
+    if (rc != GS_OK)
+        rollback_quietly(w);
+    set_outcome(u, rc, 0, out->len);
+}
+
+static void checkpoint_after_load(writer *w)
+{
+    sqlite3 *db = gs_conn_db(w->conn);
+    for (int attempt = 0; attempt < 4; attempt++) {
+        int nlog = 0, nckpt = 0;
+        int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
+        if (rc == SQLITE_OK && nckpt >= nlog)
+            return;
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
+            gs_log(GS_LOG_WARN, "db", "database '%s': checkpoint after a load failed: %s",
+                   w->db->id, sqlite3_errmsg(db));
+            return;
+        }
+        /* a reader pins part of the log: give it a moment, then leave the rest to the
+         * automatic checkpoint rather than fail the load */
+        struct timespec ts = {0, 1000000L << attempt};
+        nanosleep(&ts, NULL);
+    }
+    gs_log(GS_LOG_DEBUG, "db", "database '%s': checkpoint after a load deferred (readers)",
+           w->db->id);
+}
+
+static void run_load(writer *w, unit *u)
+{
+    gs_job *job = u->job;
+    gs_error e;
+    gs_error *err = &u->err;
+    gs_buf *out = &w->s->out;
+    gs_buf_reset(out);
+    int committed = 0, failed = 0;
+    sqlite3_int64 changes = 0;
+    sqlite3 *sdb = gs_conn_db(w->conn);
+
+    if (gs_conn_set_sync(w->conn, job->sync_level, &e) != GS_OK) {
+        gs_error_set(err, 0, "QUERY_ERROR", "cannot set the load's durability: %s", e.message);
+        failed = 1;
+    } else if (gs_conn_exec(w->conn, "BEGIN IMMEDIATE", &e) != GS_OK) {
+        gs_error_set(err, 0, "TRANSACTION_ERROR", "cannot begin the load transaction: %s",
+                     e.message);
+        failed = 1;
+    } else {
+        gs_stmt *st;
+        if (gs_conn_prepare(w->conn, job->stmts[0].sql, job->stmts[0].len, 0, &st, err) != GS_OK) {
+            failed = 1;
+        } else {
+            sqlite3_stmt *ss = gs_stmt_sqlite(st);
+            for (size_t i = 0; i < job->nsets && !failed; i++) {
+                if (i) {
+                    sqlite3_reset(ss);
+                    sqlite3_clear_bindings(ss);
+                }
+                int rc = -1;
+                if (gs_params_bind(ss, &job->sets[i], err) == GS_OK) {
+                    sqlite3_int64 before = sqlite3_total_changes64(sdb);
+                    while ((rc = gs_conn_step(w->conn, st, err)) == SQLITE_ROW)
+                        ;
+                    if (rc == SQLITE_DONE && sqlite3_total_changes64(sdb) != before)
+                        changes += sqlite3_changes64(sdb);
+                }
+                if (rc != SQLITE_DONE) {
+                    gs_error_prefix(err, "parameter set %zu of %zu", i + 1, job->nsets);
+                    failed = 1;
+                }
+            }
+            gs_conn_release(w->conn, st);
+        }
+        if (failed) {
+            rollback_quietly(w);
+        } else if (gs_conn_exec(w->conn, "COMMIT", &e) != GS_OK) {
+            gs_error_set(err, 0, "TRANSACTION_ERROR", "commit of the load failed: %s", e.message);
+            rollback_quietly(w);
+            failed = 1;
+        } else {
+            committed = 1;
+        }
+    }
+    /* always put the configured durability back */
+    if (gs_conn_set_sync(w->conn, w->db->sync_level, &e) != GS_OK) {
+        if (committed) {
+            gs_error_set(err, 0, "DURABILITY_RESTORE_FAILED",
+                         "the load committed, but synchronous=%s could not be restored: %s",
+                         gs_sync_level_name(w->db->sync_level), e.message);
+            failed = 1;
+        } else {
+            gs_log(GS_LOG_ERROR, "db", "database '%s': restoring synchronous=%s failed: %s",
+                   w->db->id, gs_sync_level_name(w->db->sync_level), e.message);
+        }
+    }
+    if (committed && job->checkpoint && gs_conn_wal(w->conn) && changes > 0)
+        checkpoint_after_load(w);
+    if (!failed)
+        gs_buf_printf(out, "{\"rowsLoaded\":%zu,\"changes\":%lld}", job->nsets, (long long)changes);
+    set_outcome(u, failed ? GS_ERROR : GS_OK, 0, out->len);
+}
+
+static void run_internal(writer *w, unit *u)
+{
+    gs_buf *out = &w->s->out;
+    gs_buf_reset(out);
+    gs_status rc = u->job->fn(u->job->fn_user, w->conn, out, &u->err);
+    rollback_quietly(w); /* a callback must not leave a transaction open */
+    if (rc == GS_OK && !out->data)
+        gs_buf_puts(out, "null");
+    set_outcome(u, rc, 0, out->len);
+}
+
+/* Run the jobs taken from the queue; outcomes land in the scratch units. Sets *grouped when
+ * they ran as one group. Returns 1 when the units must be answered (a read served by an
+ * in-memory database's writer answers itself). */
+static int run_batch(writer *w, size_t n, int *grouped)
+{
+    gs_job *job = w->s->batch[0];
+    *grouped = n > 1 || job->kind == GS_DB_TRANSACTION || job->kind == GS_DB_BATCH;
+    if (*grouped) {
+        run_group(w, n);
+        return 1;
+    }
+    unit *u = &w->s->units[0];
+    u->job = job;
+    u->state = UNIT_PENDING;
+    gs_error_init(&u->err);
+    switch (job->kind) {
+    case GS_DB_EXECUTE: run_execute_alone(w, u); return 1;
+    case GS_DB_LOAD: run_load(w, u); return 1;
+    case GS_DB_INTERNAL: run_internal(w, u); return 1;
+    case GS_DB_QUERY: gs_db_run_query(w->conn, job, &w->s->out, &w->s->keys, 1); return 0;
+    }
+    return 0;
+}
+
+/* ---- the thread ---- */
+
+static void final_checkpoint(writer *w)
+{
+    if (!gs_conn_wal(w->conn))
+        return;
+    sqlite3 *db = gs_conn_db(w->conn);
+    int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    if (rc != SQLITE_OK)
+        gs_log(GS_LOG_WARN, "db", "database '%s': checkpoint at close failed: %s", w->db->id,
+               sqlite3_errmsg(db));
+}
+
+void *gs_db_writer_main(void *arg)
+{
+    gs_database *db = arg;
+    writer w = {.db = db, .conn = db->writer_conn, .s = db->scratch};
+    gs_error err;
+    gs_error_init(&err);
+    int timed = db->opts.write_timeout_ms > 0;
+    for (;;) {
+        pthread_mutex_lock(&db->lock);
+        while (!db->wq_head && !db->writer_stop)
+            pthread_cond_wait(&db->writer_cond, &db->lock);
+        if (!db->wq_head) {
+            pthread_mutex_unlock(&db->lock);
+            break;
+        }
+        int64_t now = timed ? gs_db_now_ns() : 0;
+        gs_job *shed = NULL;
+        size_t n = 0, weight = 0;
+        while (db->wq_head) {
+            gs_job *j = db->wq_head;
+            if (j->soft_deadline && j->soft_deadline <= now) {
+                /* its first deadline passed before it started: skip it */
+                db->wq_head = j->next;
+                j->next = shed;
+                shed = j;
+                atomic_fetch_sub(&db->pending, 1);
+                db->stats.shed++;
+                continue;
+            }
+            if (n > 0 && (!j->groupable || !w.s->batch[0]->groupable ||
+                          weight + j->weight > GS_GROUP_MAX_STATEMENTS))
+                break;
+            db->wq_head = j->next;
+            w.s->batch[n++] = j;
+            weight += j->weight;
+            if (!j->groupable || n == GS_GROUP_MAX_STATEMENTS)
+                break;
+        }
+        if (!db->wq_head)
+            db->wq_tail = NULL;
+        for (size_t i = 0; i < n; i++)
+            w.s->batch[i]->next = i + 1 < n ? w.s->batch[i + 1] : NULL;
+        db->running = n ? w.s->batch[0] : NULL;
+        pthread_mutex_unlock(&db->lock);
+
+        while (shed) {
+            gs_job *j = shed;
+            shed = j->next;
+            gs_error_set(&err, 0, "WRITE_OVERLOADED",
+                         "the writer could not start this write within write_timeout_ms (%lld "
+                         "ms); it was not applied and is safe to retry",
+                         (long long)db->opts.write_timeout_ms);
+            snprintf(err.details, sizeof err.details, "{\"retryAfterMs\":1000}");
+            gs_job_answer_error(j, &err, 1);
+            gs_job_free(j);
+        }
+        if (n == 0)
+            continue;
+        int grouped;
+        int answer = run_batch(&w, n, &grouped);
+
+        /* the writes are done: they leave the bound before their callers hear of it, so a
+         * caller that submits again on the answer is not refused */
+        int64_t writes = 0;
+        for (size_t i = 0; i < n; i++)
+            writes += w.s->batch[i]->is_write;
+        pthread_mutex_lock(&db->lock);
+        db->running = NULL;
+        atomic_fetch_sub(&db->pending, writes);
+        if (grouped) {
+            db->stats.groups++;
+            db->stats.grouped_units += n;
+            if (n > db->stats.max_group_units)
+                db->stats.max_group_units = n;
+        } else {
+            db->stats.alone++;
+        }
+        pthread_mutex_unlock(&db->lock);
+        if (answer)
+            answer_units(&w, n);
+        for (size_t i = 0; i < n; i++)
+            gs_job_free(w.s->batch[i]);
+        if (w.s->out.cap > (1u << 20))
+            gs_buf_free(&w.s->out); /* do not keep a huge result buffer forever */
+    }
+    final_checkpoint(&w);
+    gs_conn_close(w.conn);
+    return NULL;
+}

@@ -1,0 +1,328 @@
+/* The registry: open/close/acquire, tenant auto-open and id validation, shared concurrent
+ * auto-open, max_open with LRU eviction, shutdown. */
+#include "base/error.h"
+#include "db/registry.h"
+
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char tmpdir[64];
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static void setup(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/gs-reg-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+}
+
+static void teardown(void)
+{
+    nftw(tmpdir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(registry, .init = setup, .fini = teardown);
+
+static void never_called(void *user, const gs_db_reply *reply)
+{
+    (void)user;
+    (void)reply;
+    cr_assert_fail("done() must not run for a refused request");
+}
+
+static void path_of(char *buf, size_t cap, const char *name)
+{
+    snprintf(buf, cap, "%s/%s", tmpdir, name);
+}
+
+static gs_db_options small_opts(void)
+{
+    gs_db_options o;
+    gs_db_options_default(&o);
+    o.read_pool_size = 1;
+    return o;
+}
+
+/* Create a database file with one table so a tenant can be auto-opened. */
+static void make_tenant_file(const char *id)
+{
+    char path[192];
+    snprintf(path, sizeof path, "%s/%s.db", tmpdir, id);
+    sqlite3 *h;
+    cr_assert_eq(sqlite3_open(path, &h), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(h, "CREATE TABLE t(x)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(h);
+}
+
+Test(registry, tenant_id_validation)
+{
+    cr_assert(gs_tenant_id_valid("a"));
+    cr_assert(gs_tenant_id_valid("Tenant_01-x"));
+    cr_assert(gs_tenant_id_valid("9"));
+    cr_assert_not(gs_tenant_id_valid(""));
+    cr_assert_not(gs_tenant_id_valid(NULL));
+    cr_assert_not(gs_tenant_id_valid("../x"));
+    cr_assert_not(gs_tenant_id_valid("a/b"));
+    cr_assert_not(gs_tenant_id_valid("-a"));
+    cr_assert_not(gs_tenant_id_valid("_a"));
+    cr_assert_not(gs_tenant_id_valid("a.db"));
+    cr_assert_not(gs_tenant_id_valid("a\x01"));
+    cr_assert_not(gs_tenant_id_valid("a\n"));
+    cr_assert_not(gs_tenant_id_valid("caf\xc3\xa9"));
+    char id[300];
+    memset(id, 'a', sizeof id);
+    id[255] = '\0';
+    cr_assert(gs_tenant_id_valid(id));
+    id[255] = 'a';
+    id[256] = '\0';
+    cr_assert_not(gs_tenant_id_valid(id));
+}
+
+Test(registry, open_close_acquire_and_duplicates)
+{
+    gs_registry *reg = gs_registry_new(NULL);
+    cr_assert_not_null(reg);
+    char path[192];
+    path_of(path, sizeof path, "main.db");
+    gs_db_options o = small_opts();
+    gs_error err;
+    cr_assert_eq(gs_registry_open(reg, "main", path, &o, &err), GS_OK, "%s", err.message);
+    cr_assert_eq(gs_registry_open(reg, "main", path, &o, &err), GS_ERROR);
+    cr_assert_str_eq(err.code, "DATABASE_ALREADY_EXISTS");
+
+    gs_database *db = gs_registry_acquire(reg, "main", &err);
+    cr_assert_not_null(db, "%s", err.message);
+    cr_assert_str_eq(gs_db_id(db), "main");
+    gs_database *again = gs_registry_acquire(reg, "main", &err);
+    cr_assert_eq(db, again);
+    gs_registry_release(reg, again);
+
+    cr_assert_null(gs_registry_acquire(reg, "other", &err));
+    cr_assert_str_eq(err.code, "DATABASE_NOT_FOUND");
+    cr_assert_eq(gs_error_status(&err), 404);
+    cr_assert_eq(gs_registry_close(reg, "other", &err), GS_ERROR);
+    cr_assert_str_eq(err.code, "DATABASE_NOT_FOUND");
+
+    /* an open that fails leaves nothing registered */
+    char bad[192];
+    path_of(bad, sizeof bad, "no/such/dir.db");
+    cr_assert_eq(gs_registry_open(reg, "bad", bad, &o, &err), GS_ERROR);
+    cr_assert_str_eq(err.code, "DATABASE_OPEN_FAILED");
+    cr_assert_null(gs_registry_acquire(reg, "bad", &err));
+    cr_assert_str_eq(err.code, "DATABASE_NOT_FOUND");
+
+    /* closing while a reference is held: the handle stays valid and reports closed */
+    cr_assert_eq(gs_registry_close(reg, "main", &err), GS_OK);
+    cr_assert(gs_db_is_closed(db));
+    gs_db_stmt stmt = {.sql = "SELECT 1", .params = NULL};
+    gs_db_request req = {.kind = GS_DB_QUERY, .stmts = &stmt, .stmt_count = 1};
+    req.done = never_called;
+    cr_assert_eq(gs_db_submit(db, &req, &err), GS_ERROR);
+    cr_assert_str_eq(err.code, "DATABASE_CLOSED");
+    cr_assert_null(gs_registry_acquire(reg, "main", &err));
+    gs_registry_release(reg, db);
+    /* the id can be used again */
+    cr_assert_eq(gs_registry_open(reg, "main", path, &o, &err), GS_OK, "%s", err.message);
+    gs_registry_free(reg);
+}
+
+static int count_cb_n;
+static void count_cb(void *user, gs_database *db)
+{
+    (void)user;
+    (void)db;
+    count_cb_n++;
+}
+
+Test(registry, tenant_auto_open)
+{
+    gs_registry_options ro;
+    gs_registry_options_default(&ro);
+    ro.tenant_dir = tmpdir;
+    ro.tenant_options = small_opts();
+    gs_registry *reg = gs_registry_new(&ro);
+    make_tenant_file("acme");
+    gs_error err;
+    gs_database *db = gs_registry_acquire(reg, "acme", &err);
+    cr_assert_not_null(db, "%s: %s", err.code, err.message);
+    char expect[192];
+    snprintf(expect, sizeof expect, "%s/acme.db", tmpdir);
+    cr_assert_str_eq(gs_db_path(db), expect);
+    gs_registry_release(reg, db);
+
+    /* a missing file is not created unless asked */
+    cr_assert_null(gs_registry_acquire(reg, "ghost", &err));
+    cr_assert_str_eq(err.code, "DATABASE_NOT_FOUND");
+    char ghost[192];
+    snprintf(ghost, sizeof ghost, "%s/ghost.db", tmpdir);
+    cr_assert_neq(access(ghost, F_OK), 0, "nothing may be created");
+
+    /* ids that fail validation are not found, and never turn into a path */
+    static const char *const bad[] = {"../acme", "", "a\x01", "acme/..", "/etc/passwd", ".", "-x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_null(gs_registry_acquire(reg, bad[i], &err), "%s opened", bad[i]);
+        cr_assert_str_eq(err.code, "DATABASE_NOT_FOUND");
+        if (bad[i][0])
+            cr_assert_null(strstr(err.message, bad[i]), "message echoes the id: %s", err.message);
+    }
+    count_cb_n = 0;
+    gs_registry_each(reg, count_cb, NULL);
+    cr_assert_eq(count_cb_n, 1);
+    gs_registry_free(reg);
+
+    ro.tenant_create = 1;
+    reg = gs_registry_new(&ro);
+    db = gs_registry_acquire(reg, "fresh", &err);
+    cr_assert_not_null(db, "%s", err.message);
+    gs_registry_release(reg, db);
+    gs_registry_free(reg);
+    char fresh[192];
+    snprintf(fresh, sizeof fresh, "%s/fresh.db", tmpdir);
+    cr_assert_eq(access(fresh, F_OK), 0);
+}
+
+typedef struct acq {
+    gs_registry *reg;
+    const char *id;
+    gs_database *db;
+    pthread_barrier_t *start;
+} acq;
+
+static void *acquire_thread(void *arg)
+{
+    acq *a = arg;
+    pthread_barrier_wait(a->start);
+    gs_error err;
+    a->db = gs_registry_acquire(a->reg, a->id, &err);
+    return NULL;
+}
+
+Test(registry, concurrent_acquires_share_one_open)
+{
+    gs_registry_options ro;
+    gs_registry_options_default(&ro);
+    ro.tenant_dir = tmpdir;
+    ro.tenant_options = small_opts();
+    gs_registry *reg = gs_registry_new(&ro);
+    make_tenant_file("shared");
+    enum { N = 8 };
+    acq a[N];
+    pthread_t th[N];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, N);
+    for (int i = 0; i < N; i++) {
+        a[i] = (acq){.reg = reg, .id = "shared", .start = &start};
+        pthread_create(&th[i], NULL, acquire_thread, &a[i]);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++) {
+        cr_assert_not_null(a[i].db);
+        cr_assert_eq(a[i].db, a[0].db, "every caller gets the same database");
+    }
+    count_cb_n = 0;
+    gs_registry_each(reg, count_cb, NULL);
+    cr_assert_eq(count_cb_n, 1);
+    for (int i = 0; i < N; i++)
+        gs_registry_release(reg, a[i].db);
+
+    /* concurrent acquires of a missing tenant all get the same error */
+    for (int i = 0; i < N; i++) {
+        a[i] = (acq){.reg = reg, .id = "missing", .start = &start};
+        pthread_create(&th[i], NULL, acquire_thread, &a[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_null(a[i].db);
+    }
+    pthread_barrier_destroy(&start);
+    gs_registry_free(reg);
+}
+
+Test(registry, max_open_evicts_least_recently_used)
+{
+    gs_registry_options ro;
+    gs_registry_options_default(&ro);
+    ro.tenant_dir = tmpdir;
+    ro.tenant_options = small_opts();
+    ro.max_open = 2;
+    gs_registry *reg = gs_registry_new(&ro);
+    make_tenant_file("a");
+    make_tenant_file("b");
+    make_tenant_file("c");
+    gs_error err;
+    gs_database *a = gs_registry_acquire(reg, "a", &err);
+    gs_database *b = gs_registry_acquire(reg, "b", &err);
+    cr_assert_not_null(a);
+    cr_assert_not_null(b);
+    /* both in use: no room */
+    cr_assert_null(gs_registry_acquire(reg, "c", &err));
+    cr_assert_str_eq(err.code, "MAX_DATABASES");
+    gs_registry_release(reg, b);
+    gs_registry_release(reg, a); /* a is now the most recently used */
+    gs_database *c = gs_registry_acquire(reg, "c", &err);
+    cr_assert_not_null(c, "%s", err.message);
+    /* b was evicted; a is still open */
+    count_cb_n = 0;
+    gs_registry_each(reg, count_cb, NULL);
+    cr_assert_eq(count_cb_n, 2);
+    gs_database *a2 = gs_registry_acquire(reg, "a", &err);
+    cr_assert_eq(a2, a, "a must not have been evicted");
+    gs_registry_release(reg, a2);
+    gs_registry_release(reg, c);
+    /* opening by name obeys the cap too */
+    char path[192];
+    path_of(path, sizeof path, "named.db");
+    gs_db_options o = small_opts();
+    cr_assert_eq(gs_registry_open(reg, "named", path, &o, &err), GS_OK, "%s", err.message);
+    count_cb_n = 0;
+    gs_registry_each(reg, count_cb, NULL);
+    cr_assert_eq(count_cb_n, 2);
+    gs_registry_free(reg);
+}
+
+Test(registry, shutdown_closes_everything_and_refuses_later_work)
+{
+    gs_registry_options ro;
+    gs_registry_options_default(&ro);
+    ro.tenant_dir = tmpdir;
+    ro.tenant_options = small_opts();
+    gs_registry *reg = gs_registry_new(&ro);
+    char p1[192], p2[192];
+    path_of(p1, sizeof p1, "one.db");
+    path_of(p2, sizeof p2, "two.db");
+    gs_db_options o = small_opts();
+    gs_error err;
+    cr_assert_eq(gs_registry_open(reg, "one", p1, &o, &err), GS_OK);
+    cr_assert_eq(gs_registry_open(reg, "two", p2, &o, &err), GS_OK);
+    gs_database *held = gs_registry_acquire(reg, "one", &err);
+    cr_assert_not_null(held);
+    gs_registry_shutdown(reg);
+    cr_assert(gs_db_is_closed(held));
+    gs_registry_release(reg, held);
+    count_cb_n = 0;
+    gs_registry_each(reg, count_cb, NULL);
+    cr_assert_eq(count_cb_n, 0);
+    cr_assert_eq(gs_registry_open(reg, "three", p1, &o, &err), GS_ERROR);
+    cr_assert_str_eq(err.code, "SHUTDOWN");
+    cr_assert_eq(gs_registry_close(reg, "two", &err), GS_ERROR);
+    cr_assert_str_eq(err.code, "SHUTDOWN");
+    cr_assert_null(gs_registry_acquire(reg, "two", &err));
+    cr_assert_str_eq(err.code, "SHUTDOWN");
+    gs_registry_shutdown(reg); /* idempotent */
+    gs_registry_free(reg);
+}
