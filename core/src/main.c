@@ -17,19 +17,18 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: gatestream --config FILE [--host H] [--port N] [--data-dir DIR]\n"
-            "       gatestream --check-config FILE\n"
-            "       gatestream --describe-plugin NAME\n"
-            "       gatestream --version | --help\n"
-            "\n"
-            "  --config FILE          run a node from this YAML file\n"
-            "  --check-config FILE    validate the file (plugins included) and exit\n"
-            "  --describe-plugin NAME print a plugin's config keys\n"
-            "  --host H               override server.host\n"
-            "  --port N               override server.port (0 = ephemeral)\n"
-            "  --data-dir DIR         override node.data_dir\n"
-            "  --log-level L          error | warn | info | debug\n");
+    fprintf(f, "usage: gatestream --config FILE [--host H] [--port N] [--data-dir DIR]\n"
+               "       gatestream --check-config FILE\n"
+               "       gatestream --describe-plugin NAME\n"
+               "       gatestream --version | --help\n"
+               "\n"
+               "  --config FILE          run a node from this YAML file\n"
+               "  --check-config FILE    validate the file (plugins included) and exit\n"
+               "  --describe-plugin NAME print a plugin's config keys\n"
+               "  --host H               override server.host\n"
+               "  --port N               override server.port (0 = ephemeral)\n"
+               "  --data-dir DIR         override node.data_dir\n"
+               "  --log-level L          error | warn | info | debug\n");
 }
 
 static int fail(const gs_error *err)
@@ -72,8 +71,8 @@ int main(int argc, char **argv)
         case OPT_PORT: ov.port = optarg; break;
         case OPT_DATA: ov.data_dir = optarg; break;
         case OPT_LOG: log_level = optarg; break;
-        case 'V': printf("gatestream %s (plugin ABI %d.%d)\n", GS_VERSION, GS_ABI_MAJOR,
-                         GS_ABI_MINOR);
+        case 'V':
+            printf("gatestream %s (plugin ABI %d.%d)\n", GS_VERSION, GS_ABI_MAJOR, GS_ABI_MINOR);
             return 0;
         case 'h': usage(stdout); return 0;
         default:

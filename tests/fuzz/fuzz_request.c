@@ -10,9 +10,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const gs_route_action actions[] = {GS_ROUTE_QUERY, GS_ROUTE_EXECUTE,
+    static const gs_route_action actions[] = {GS_ROUTE_QUERY,       GS_ROUTE_EXECUTE,
                                               GS_ROUTE_TRANSACTION, GS_ROUTE_BATCH,
-                                              GS_ROUTE_LOAD, GS_ROUTE_QUERY_NAMED};
+                                              GS_ROUTE_LOAD,        GS_ROUTE_QUERY_NAMED};
     gs_error err;
     gs_error_init(&err);
     json_t *body = NULL;

@@ -130,9 +130,9 @@ Test(body, statement_shapes)
 
 Test(body, concerns)
 {
-    cr_assert_str_eq(check_body(GS_ROUTE_QUERY,
-                                "{\"sql\":\"x\",\"readConcern\":{\"level\":\"linearizable\"}}"),
-                     "OK");
+    cr_assert_str_eq(
+        check_body(GS_ROUTE_QUERY, "{\"sql\":\"x\",\"readConcern\":{\"level\":\"linearizable\"}}"),
+        "OK");
     cr_assert_str_eq(check_body(GS_ROUTE_QUERY, "{\"sql\":\"x\",\"readConcern\":{\"level\":1}}"),
                      "INVALID_REQUEST");
     cr_assert_str_eq(check_body(GS_ROUTE_EXECUTE,
@@ -156,14 +156,26 @@ static gs_operations *sample_ops(void)
     char *s1[] = {"SELECT * FROM t WHERE id = :id AND owner = :owner"};
     char *args1[] = {"id"};
     char *ia[] = {"owner"}, *ifld[] = {"sub"};
-    gs_operation r = {.database = "main", .name = "get", .kind = GS_OP_READ, .statements = s1,
-                      .statement_count = 1, .args = args1, .arg_count = 1,
-                      .identity_args = ia, .identity_fields = ifld, .identity_count = 1};
+    gs_operation r = {.database = "main",
+                      .name = "get",
+                      .kind = GS_OP_READ,
+                      .statements = s1,
+                      .statement_count = 1,
+                      .args = args1,
+                      .arg_count = 1,
+                      .identity_args = ia,
+                      .identity_fields = ifld,
+                      .identity_count = 1};
     cr_assert_eq(gs_operations_add(ops, &r, &err), GS_OK);
     char *s2[] = {"INSERT INTO t VALUES (:a, :b)", "UPDATE c SET n = n + 1"};
     char *args2[] = {"b", "a"};
-    gs_operation w = {.database = "main", .name = "put", .kind = GS_OP_WRITE, .statements = s2,
-                      .statement_count = 2, .args = args2, .arg_count = 2};
+    gs_operation w = {.database = "main",
+                      .name = "put",
+                      .kind = GS_OP_WRITE,
+                      .statements = s2,
+                      .statement_count = 2,
+                      .args = args2,
+                      .arg_count = 2};
     cr_assert_eq(gs_operations_add(ops, &w, &err), GS_OK);
     cr_assert_eq(gs_operations_add(ops, &w, &err), GS_ERROR);
     cr_assert_str_eq(err.code, "INVALID_CONFIG");
@@ -220,8 +232,13 @@ Test(operations, digest_is_stable_and_sensitive)
     gs_error_init(&err);
     char *s1[] = {"SELECT 1"};
     char *args[] = {"id", "extra"};
-    gs_operation r = {.database = "main", .name = "get", .kind = GS_OP_READ, .statements = s1,
-                      .statement_count = 1, .args = args, .arg_count = 2};
+    gs_operation r = {.database = "main",
+                      .name = "get",
+                      .kind = GS_OP_READ,
+                      .statements = s1,
+                      .statement_count = 1,
+                      .args = args,
+                      .arg_count = 2};
     cr_assert_eq(gs_operations_add(c, &r, &err), GS_OK);
     cr_assert_eq(gs_operations_build(c, &err), GS_OK);
     cr_assert_str_neq(gs_operations_digest(a), gs_operations_digest(c));
@@ -236,13 +253,23 @@ Test(operations, shape_checks)
     gs_error err;
     gs_error_init(&err);
     char *two[] = {"SELECT 1", "SELECT 2"};
-    gs_operation r = {.database = "main", .name = "r", .kind = GS_OP_READ, .statements = two,
+    gs_operation r = {.database = "main",
+                      .name = "r",
+                      .kind = GS_OP_READ,
+                      .statements = two,
                       .statement_count = 2};
     cr_assert_eq(gs_operations_add(ops, &r, &err), GS_ERROR);
     char *a[] = {"x"};
-    gs_operation w = {.database = "main", .name = "w", .kind = GS_OP_WRITE, .statements = two,
-                      .statement_count = 1, .args = a, .arg_count = 1, .identity_args = a,
-                      .identity_fields = a, .identity_count = 1};
+    gs_operation w = {.database = "main",
+                      .name = "w",
+                      .kind = GS_OP_WRITE,
+                      .statements = two,
+                      .statement_count = 1,
+                      .args = a,
+                      .arg_count = 1,
+                      .identity_args = a,
+                      .identity_fields = a,
+                      .identity_count = 1};
     cr_assert_eq(gs_operations_add(ops, &w, &err), GS_ERROR);
     cr_assert_str_eq(err.code, "INVALID_CONFIG");
     gs_operations_free(ops);

@@ -39,7 +39,7 @@ Test(buf, json_string_rejects_overlong_and_surrogates)
 Test(buf, json_double_shortest_round_trip)
 {
     const double cases[] = {0.1, 1.5, -2.25, 1e300, 5e-324, 123456789.123, 0.0};
-    const char *want[] = {"0.1", "1.5", "-2.25", "1e+300", "4.94065645841247e-324",
+    const char *want[] = {"0.1",           "1.5", "-2.25", "1e+300", "4.94065645841247e-324",
                           "123456789.123", "0"};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         gs_buf b;

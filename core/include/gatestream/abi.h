@@ -43,14 +43,14 @@ extern "C" {
 #define GS_ENDIAN_ "le"
 #endif
 #define GS_BUILD_SIGNATURE                                                                         \
-    "gs-abi" GS_STR(GS_ABI_MAJOR) ";ptr" GS_STR(__SIZEOF_POINTER__) ";long" GS_STR(               \
+    "gs-abi" GS_STR(GS_ABI_MAJOR) ";ptr" GS_STR(__SIZEOF_POINTER__) ";long" GS_STR(                \
         __SIZEOF_LONG__) ";size_t" GS_STR(__SIZEOF_SIZE_T__) ";" GS_ENDIAN_
 
 /** Visibility: plugins are built with -fvisibility=hidden; only the entry is exported. */
 #define GS_EXPORT __attribute__((visibility("default")))
 
 /** True when a struct of size `size` holds member `member` of type `type`. */
-#define GS_HAS_MEMBER(type, member, size)                                                         \
+#define GS_HAS_MEMBER(type, member, size)                                                          \
     ((size_t)(size) >= offsetof(type, member) + sizeof(((type *)0)->member))
 
 /** Graded status (nginx style). Negative is an error. */
@@ -113,14 +113,14 @@ typedef struct gs_config_list {
  * @since 1.0
  */
 typedef struct gs_config_key {
-    const char *name;               /**< YAML key */
-    gs_config_type type;            /**< value type */
-    const char *default_value;      /**< text form of the default, or NULL for none */
-    int required;                   /**< 1 = an absent key is an error */
-    size_t offset;                  /**< offsetof(plugin config struct, member) */
-    const char *help;               /**< one line for --describe-plugin */
-    int64_t min, max;               /**< INT/DOUBLE bounds when min < max; else unbounded */
-    const char *const *choices;     /**< STRING: NULL-terminated allowed values, or NULL */
+    const char *name;                     /**< YAML key */
+    gs_config_type type;                  /**< value type */
+    const char *default_value;            /**< text form of the default, or NULL for none */
+    int required;                         /**< 1 = an absent key is an error */
+    size_t offset;                        /**< offsetof(plugin config struct, member) */
+    const char *help;                     /**< one line for --describe-plugin */
+    int64_t min, max;                     /**< INT/DOUBLE bounds when min < max; else unbounded */
+    const char *const *choices;           /**< STRING: NULL-terminated allowed values, or NULL */
     const struct gs_config_key *children; /**< SECTION/LIST: nested table */
     size_t child_count;                   /**< SECTION/LIST: entries in children */
     size_t child_struct_size;             /**< LIST: size of one nested struct */
@@ -141,19 +141,19 @@ typedef const struct gs_plugin_descriptor *(*gs_plugin_entry_fn)(uint32_t host_a
  * @since 1.0
  */
 typedef struct gs_plugin_descriptor {
-    uint32_t struct_size;            /**< sizeof(gs_plugin_descriptor) of the plugin */
-    uint16_t abi_major;              /**< GS_ABI_MAJOR the plugin was built with */
-    uint16_t abi_minor;              /**< GS_ABI_MINOR the plugin was built with */
-    gs_plugin_kind kind;             /**< which vtable follows */
-    const char *name;                /**< short name, e.g. "http"; [a-z0-9_]+ */
-    const char *version;             /**< the plugin's own version string */
-    const char *build_signature;     /**< GS_BUILD_SIGNATURE as compiled */
-    const void *vtable;              /**< the kind's vtable; starts with uint32_t struct_size */
+    uint32_t struct_size;             /**< sizeof(gs_plugin_descriptor) of the plugin */
+    uint16_t abi_major;               /**< GS_ABI_MAJOR the plugin was built with */
+    uint16_t abi_minor;               /**< GS_ABI_MINOR the plugin was built with */
+    gs_plugin_kind kind;              /**< which vtable follows */
+    const char *name;                 /**< short name, e.g. "http"; [a-z0-9_]+ */
+    const char *version;              /**< the plugin's own version string */
+    const char *build_signature;      /**< GS_BUILD_SIGNATURE as compiled */
+    const void *vtable;               /**< the kind's vtable; starts with uint32_t struct_size */
     const gs_config_key *config_keys; /**< the plugin's config table (may be NULL) */
-    size_t config_key_count;         /**< entries in config_keys */
-    size_t config_key_size;          /**< sizeof(gs_config_key) the plugin was built with */
-    size_t config_struct_size;       /**< size of the struct the core fills for create() */
-    const char *description;         /**< one line for --describe-plugin */
+    size_t config_key_count;          /**< entries in config_keys */
+    size_t config_key_size;           /**< sizeof(gs_config_key) the plugin was built with */
+    size_t config_struct_size;        /**< size of the struct the core fills for create() */
+    const char *description;          /**< one line for --describe-plugin */
 } gs_plugin_descriptor;
 
 /*

@@ -49,7 +49,7 @@ typedef struct gs_compare {
     size_t key_len;
     gs_compare_target target;
     gs_compare_result result;
-    int64_t number; /**< VERSION, CREATE, MOD */
+    int64_t number;       /**< VERSION, CREATE, MOD */
     const uint8_t *value; /**< VALUE */
     size_t value_len;
 } gs_compare;

@@ -41,9 +41,9 @@ typedef struct gs_query_context {
     uint32_t struct_size;
     const char *database_id;
     const char *sql;
-    const char *params_json;        /**< bound parameters as JSON text, or NULL */
-    const char *identity_json;      /**< the request's identity, or NULL */
-    int is_write;                   /**< 1 for execute/transaction/batch/load */
+    const char *params_json;   /**< bound parameters as JSON text, or NULL */
+    const char *identity_json; /**< the request's identity, or NULL */
+    int is_write;              /**< 1 for execute/transaction/batch/load */
 } gs_query_context;
 
 /** @since 1.0 */

@@ -83,16 +83,16 @@ typedef struct gs_response {
  */
 typedef struct gs_server_settings {
     uint32_t struct_size;
-    const char *host;             /**< bind address, e.g. "127.0.0.1" */
-    int port;                     /**< TCP port; 0 = an ephemeral port */
-    uint64_t max_body_bytes;      /**< requests above this get 413 PAYLOAD_TOO_LARGE */
+    const char *host;                   /**< bind address, e.g. "127.0.0.1" */
+    int port;                           /**< TCP port; 0 = an ephemeral port */
+    uint64_t max_body_bytes;            /**< requests above this get 413 PAYLOAD_TOO_LARGE */
     uint64_t max_ws_backpressure_bytes; /**< WebSocket outbound bound (close 4290 past it) */
-    const char *tls_cert_file;    /**< PEM certificate chain, or NULL for plain HTTP */
-    const char *tls_key_file;     /**< PEM private key, or NULL */
-    int io_threads;               /**< I/O threads a transport may run (>= 1) */
-    int connection_limit;         /**< simultaneous connections a transport accepts */
-    int idle_timeout_s;           /**< idle connection timeout in seconds */
-    int access_log;               /**< 1 = one log line per request */
+    const char *tls_cert_file;          /**< PEM certificate chain, or NULL for plain HTTP */
+    const char *tls_key_file;           /**< PEM private key, or NULL */
+    int io_threads;                     /**< I/O threads a transport may run (>= 1) */
+    int connection_limit;               /**< simultaneous connections a transport accepts */
+    int idle_timeout_s;                 /**< idle connection timeout in seconds */
+    int access_log;                     /**< 1 = one log line per request */
 } gs_server_settings;
 
 /**

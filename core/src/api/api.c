@@ -129,8 +129,7 @@ static void respond_error(api_call *c, const gs_error *err)
             "{\"error\":{\"code\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}}";
         respond(c, 500, oom, sizeof oom - 1, NULL);
     } else {
-        respond(c, status, b.data, b.len,
-                strcmp(err->code, "WRITE_OVERLOADED") == 0 ? "1" : NULL);
+        respond(c, status, b.data, b.len, strcmp(err->code, "WRITE_OVERLOADED") == 0 ? "1" : NULL);
     }
     gs_buf_free(&b);
 }
@@ -225,23 +224,21 @@ static gs_status authenticate(gs_api *api, const gs_request *req, const char *pa
                                 msg[0] ? msg : "no message");
         }
         if (!err->code[0])
-            gs_error_set(err, err->status, "HOOK_ERROR", "hook '%s' refused the request",
-                         h->name);
+            gs_error_set(err, err->status, "HOOK_ERROR", "hook '%s' refused the request", h->name);
         return GS_ERROR;
     }
     return GS_OK;
 }
 
 /* beforeQuery: every hook may deny a statement. */
-static gs_status before_query(gs_api *api, const char *database_id, const char *sql,
-                              json_t *params, json_t *identity, int is_write, gs_error *err)
+static gs_status before_query(gs_api *api, const char *database_id, const char *sql, json_t *params,
+                              json_t *identity, int is_write, gs_error *err)
 {
     char *params_json = NULL, *identity_json = NULL;
     int any = 0;
     for (size_t i = 0; i < api->hook_count; i++) {
         const gs_api_hook *h = &api->hooks[i];
-        if (GS_HAS_MEMBER(gs_hook_vtable, before_query, h->vt->struct_size) &&
-            h->vt->before_query)
+        if (GS_HAS_MEMBER(gs_hook_vtable, before_query, h->vt->struct_size) && h->vt->before_query)
             any = 1;
     }
     if (!any)
@@ -358,8 +355,7 @@ static void serve_preflight(api_call *c, const gs_request *req)
 
 /* ---- /db/{id} routes ---- */
 
-static gs_status submit_db(api_call *c, const char *database_id, gs_db_request *dreq,
-                           gs_error *err)
+static gs_status submit_db(api_call *c, const char *database_id, gs_db_request *dreq, gs_error *err)
 {
     c->db = gs_registry_acquire(c->api->reg, database_id, err);
     if (!c->db)
@@ -410,8 +406,8 @@ static void serve_db(api_call *c, const gs_request *req, const gs_route *rt)
             respond_error(c, &err);
             return;
         }
-        respond_code(c, "BACKUP_UNSUPPORTED",
-                     "database '%s' was opened without backups configured", rt->database_id);
+        respond_code(c, "BACKUP_UNSUPPORTED", "database '%s' was opened without backups configured",
+                     rt->database_id);
         return;
     case GS_ROUTE_CHANGES:
     case GS_ROUTE_MIGRATIONS:
@@ -426,8 +422,7 @@ static void serve_db(api_call *c, const gs_request *req, const gs_route *rt)
                      "device sync is not available on this server (database '%s')",
                      rt->database_id);
         return;
-    default:
-        break;
+    default: break;
     }
 
     int named = rt->action == GS_ROUTE_QUERY_NAMED || rt->action == GS_ROUTE_EXECUTE_NAMED;
@@ -521,8 +516,11 @@ gs_status gs_api_submit(gs_api *api, const gs_request *req)
     if (!c) {
         static const char oom[] =
             "{\"error\":{\"code\":\"INTERNAL_ERROR\",\"message\":\"out of memory\"}}";
-        gs_response r = {.struct_size = sizeof r, .status = 500, .content_type = "application/json",
-                         .body = oom, .body_len = sizeof oom - 1};
+        gs_response r = {.struct_size = sizeof r,
+                         .status = 500,
+                         .content_type = "application/json",
+                         .body = oom,
+                         .body_len = sizeof oom - 1};
         req->complete(req->user, &r);
         return GS_ERROR;
     }
@@ -569,8 +567,7 @@ gs_status gs_api_submit(gs_api *api, const gs_request *req)
     return GS_OK;
 }
 
-gs_status gs_api_new(const gs_api_options *opts, gs_registry *registry, gs_api **out,
-                     gs_error *err)
+gs_status gs_api_new(const gs_api_options *opts, gs_registry *registry, gs_api **out, gs_error *err)
 {
     gs_api *api = gs_calloc(1, sizeof *api);
     if (!api)
@@ -584,8 +581,8 @@ gs_status gs_api_new(const gs_api_options *opts, gs_registry *registry, gs_api *
     api->cors.max_age = opts->cors.max_age;
     api->cors.origin_count = 0;
     int oom = 0;
-    if (opts->cors.origin_count && !(opts->cors.origin_count == 1 &&
-                                     strcmp(opts->cors.origins[0], "*") == 0)) {
+    if (opts->cors.origin_count &&
+        !(opts->cors.origin_count == 1 && strcmp(opts->cors.origins[0], "*") == 0)) {
         char **o = gs_calloc(opts->cors.origin_count, sizeof *o);
         if (!o)
             oom = 1;

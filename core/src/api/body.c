@@ -80,7 +80,8 @@ gs_status gs_body_check_write_concern(json_t *wc, gs_error *err)
     json_t *t = json_object_get(wc, "timeoutMs");
     if (t && !json_is_null(t)) {
         double v = json_is_integer(t) ? (double)json_integer_value(t)
-                                      : json_is_real(t) ? json_real_value(t) : -1;
+                   : json_is_real(t)  ? json_real_value(t)
+                                      : -1;
         if (!json_is_number(t) || !(v > 0) || !isfinite(v))
             return gs_error_set(err, 0, "INVALID_REQUEST",
                                 "writeConcern.timeoutMs must be a positive number");
@@ -221,7 +222,6 @@ gs_status gs_body_to_db_request(gs_route_action action, json_t *body, gs_db_requ
         dreq->params_batch = pb;
         return GS_OK;
     }
-    default:
-        return gs_error_set(err, 0, "INTERNAL_ERROR", "route has no statement body");
+    default: return gs_error_set(err, 0, "INTERNAL_ERROR", "route has no statement body");
     }
 }

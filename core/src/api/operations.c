@@ -253,15 +253,15 @@ json_t *gs_operation_resolve_args(const gs_operation *op, json_t *args, json_t *
     }
     for (size_t i = 0; i < op->arg_count; i++) {
         if (!json_object_get(out, op->args[i])) {
-            gs_error_set(err, 0, "MISSING_ARGUMENT", "operation '%s' needs argument '%s'",
-                         op->name, op->args[i]);
+            gs_error_set(err, 0, "MISSING_ARGUMENT", "operation '%s' needs argument '%s'", op->name,
+                         op->args[i]);
             json_decref(out);
             return NULL;
         }
     }
     for (size_t i = 0; i < op->identity_count; i++) {
-        json_t *v = json_is_object(identity) ? json_object_get(identity, op->identity_fields[i])
-                                             : NULL;
+        json_t *v =
+            json_is_object(identity) ? json_object_get(identity, op->identity_fields[i]) : NULL;
         if (!v) {
             gs_error_set(err, 0, "IDENTITY_REQUIRED",
                          "operation '%s' fills '%s' from the identity field '%s'; the request "

@@ -22,10 +22,10 @@ typedef enum gs_route_action {
     GS_ROUTE_MIGRATIONS,
     GS_ROUTE_SNAPSHOT,
     GS_ROUTE_SNAPSHOT_PAGE,
-    GS_ROUTE_BACKUP,               /* POST /backup */
-    GS_ROUTE_BACKUP_STATUS,        /* GET /backup */
-    GS_ROUTE_BACKUP_CHAIN,         /* GET /backup/chain */
-    GS_ROUTE_BACKUP_VERIFY,        /* POST /backup/verify */
+    GS_ROUTE_BACKUP,                /* POST /backup */
+    GS_ROUTE_BACKUP_STATUS,         /* GET /backup */
+    GS_ROUTE_BACKUP_CHAIN,          /* GET /backup/chain */
+    GS_ROUTE_BACKUP_VERIFY,         /* POST /backup/verify */
     GS_ROUTE_BACKUP_SAFE_TO_DELETE, /* POST /backup/safe-to-delete */
     GS_ROUTE_BACKUP_RESTORE,        /* POST /backup/restore */
     GS_ROUTE_BACKUP_RESTORE_STATUS, /* GET /backup/restore */

@@ -17,8 +17,7 @@ static void set_code(gs_error *err, const char *code)
     snprintf(err->code, sizeof err->code, "%s", code ? code : "INTERNAL_ERROR");
 }
 
-gs_status gs_error_setv(gs_error *err, int status, const char *code, const char *fmt,
-                        va_list ap)
+gs_status gs_error_setv(gs_error *err, int status, const char *code, const char *fmt, va_list ap)
 {
     if (!err)
         return GS_ERROR;

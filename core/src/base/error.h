@@ -15,8 +15,7 @@ void gs_error_init(gs_error *err);
 /** Sets code and message; status 0 = derive from the code. Returns GS_ERROR. */
 gs_status gs_error_set(gs_error *err, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-gs_status gs_error_setv(gs_error *err, int status, const char *code, const char *fmt,
-                        va_list ap);
+gs_status gs_error_setv(gs_error *err, int status, const char *code, const char *fmt, va_list ap);
 /** Prefix the existing message: "prefix: old message". */
 void gs_error_prefix(gs_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /** The HTTP status of a code per 05-server; unlisted codes give 500. */

@@ -24,12 +24,12 @@ typedef enum gs_cfg_node_type {
 
 typedef struct gs_cfg_node {
     gs_cfg_node_type type;
-    char *key;   /**< for a map entry: its key; else NULL */
-    char *value; /**< scalar text after ${ENV} expansion; NULL for map/seq */
-    int quoted;  /**< scalar was quoted ('..' or "..") in YAML: always a string */
-    int is_null; /**< plain scalar ~, null, Null, NULL or empty */
-    int line;    /**< 1-based line of the node (the key's line for map entries) */
-    int col;     /**< 1-based column */
+    char *key;                     /**< for a map entry: its key; else NULL */
+    char *value;                   /**< scalar text after ${ENV} expansion; NULL for map/seq */
+    int quoted;                    /**< scalar was quoted ('..' or "..") in YAML: always a string */
+    int is_null;                   /**< plain scalar ~, null, Null, NULL or empty */
+    int line;                      /**< 1-based line of the node (the key's line for map entries) */
+    int col;                       /**< 1-based column */
     struct gs_cfg_node **children; /**< map entries (each with key) or sequence items */
     size_t count;
 } gs_cfg_node;

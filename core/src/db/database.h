@@ -52,10 +52,10 @@ typedef struct gs_db_stmt {
 } gs_db_stmt;
 
 typedef struct gs_db_reply {
-    gs_status status;   /**< GS_OK or GS_ERROR */
-    gs_error err;       /**< when GS_ERROR: the spec's code (QUERY_ERROR, FORBIDDEN_SQL, ...) */
-    int retry_after_s;  /**< > 0 with WRITE_OVERLOADED */
-    const char *json;   /**< when GS_OK: the result JSON text; valid during done() only */
+    gs_status status;  /**< GS_OK or GS_ERROR */
+    gs_error err;      /**< when GS_ERROR: the spec's code (QUERY_ERROR, FORBIDDEN_SQL, ...) */
+    int retry_after_s; /**< > 0 with WRITE_OVERLOADED */
+    const char *json;  /**< when GS_OK: the result JSON text; valid during done() only */
     size_t json_len;
 } gs_db_reply;
 
@@ -63,17 +63,17 @@ typedef struct gs_db_request {
     gs_db_job_kind kind;
     const gs_db_stmt *stmts; /**< QUERY/EXECUTE: 1; TRANSACTION: >= 1; BATCH/LOAD: 1 (sql only) */
     size_t stmt_count;
-    json_t *params_batch;    /**< BATCH/LOAD: a JSON array of params (>= 1 entry) */
-    const char *durability;  /**< LOAD: "off" (default) | "normal" */
-    int checkpoint;          /**< LOAD: checkpoint afterwards (default 1) */
+    json_t *params_batch;   /**< BATCH/LOAD: a JSON array of params (>= 1 entry) */
+    const char *durability; /**< LOAD: "off" (default) | "normal" */
+    int checkpoint;         /**< LOAD: checkpoint afterwards (default 1) */
     void (*done)(void *user, const gs_db_reply *reply);
     void *user;
 } gs_db_request;
 
 /** Open (create when allowed) the file at path; applies the spec's pragmas on every
  * connection and starts the writer and reader threads. */
-gs_status gs_db_open(const char *id, const char *path, const gs_db_options *opts,
-                     gs_database **out, gs_error *err);
+gs_status gs_db_open(const char *id, const char *path, const gs_db_options *opts, gs_database **out,
+                     gs_error *err);
 /** Submit a request. Errors returned synchronously: DATABASE_CLOSED, READ_ONLY (a write on a
  * read-only database), WRITE_OVERLOADED (queue full; definite, retry after 1 s),
  * INVALID_REQUEST (malformed params or envelope), FORBIDDEN_SQL. */

@@ -91,8 +91,10 @@ static gs_status host_api_submit(const gs_host *host, const gs_request *req)
     if (!n->api) {
         static const char body[] = "{\"error\":{\"code\":\"SHUTDOWN\",\"message\":\"the server "
                                    "is not serving requests\"}}";
-        gs_response r = {.struct_size = sizeof r, .status = 503,
-                         .content_type = "application/json", .body = body,
+        gs_response r = {.struct_size = sizeof r,
+                         .status = 503,
+                         .content_type = "application/json",
+                         .body = body,
                          .body_len = sizeof body - 1};
         req->complete(req->user, &r);
         return GS_ERROR;
@@ -165,8 +167,8 @@ static gs_status load_plugins(gs_node *n, gs_error *err)
         const gs_cfg_node *cfg = gs_cfg_get(list->children[i], "config");
         if (cfg && cfg->is_null)
             cfg = NULL;
-        if (gs_cfg_fill(n->doc, cfg, where, d->config_keys, d->config_key_count,
-                        d->config_key_size, inst->config, &inst->arena, err) != GS_OK)
+        if (gs_cfg_fill(n->doc, cfg, where, d->config_keys, d->config_key_count, d->config_key_size,
+                        inst->config, &inst->arena, err) != GS_OK)
             return GS_ERROR;
     }
     return GS_OK;
@@ -310,8 +312,8 @@ gs_status gs_node_load(const char *config_path, const gs_overrides *ov, gs_node 
     const gs_config_key *keys = gs_settings_keys(&nkeys);
     if (!n->config_dir || gs_cfg_load_file(config_path, &n->doc, err) != GS_OK ||
         apply_overrides(n->doc, ov, err) != GS_OK ||
-        gs_cfg_fill(n->doc, n->doc->root, "", keys, nkeys, sizeof(gs_config_key), &n->s,
-                    &n->arena, err) != GS_OK ||
+        gs_cfg_fill(n->doc, n->doc->root, "", keys, nkeys, sizeof(gs_config_key), &n->s, &n->arena,
+                    err) != GS_OK ||
         load_plugins(n, err) != GS_OK || validate_cross_refs(n, err) != GS_OK ||
         (fill_server_settings(n), create_instances(n, err)) != GS_OK) {
         if (!n->config_dir)
@@ -544,11 +546,11 @@ gs_status gs_node_start(gs_node *n, gs_error *err)
     ao.cors.max_age = sv->cors.max_age;
     char methods[512] = "", headers[512] = "";
     for (size_t i = 0; i < sv->cors.methods.count; i++)
-        snprintf(methods + strlen(methods), sizeof methods - strlen(methods), "%s%s",
-                 i ? ", " : "", sv->cors.methods.items[i]);
+        snprintf(methods + strlen(methods), sizeof methods - strlen(methods), "%s%s", i ? ", " : "",
+                 sv->cors.methods.items[i]);
     for (size_t i = 0; i < sv->cors.headers.count; i++)
-        snprintf(headers + strlen(headers), sizeof headers - strlen(headers), "%s%s",
-                 i ? ", " : "", sv->cors.headers.items[i]);
+        snprintf(headers + strlen(headers), sizeof headers - strlen(headers), "%s%s", i ? ", " : "",
+                 sv->cors.headers.items[i]);
     ao.cors.methods = methods[0] ? methods : NULL;
     ao.cors.headers = headers[0] ? headers : NULL;
     ao.hooks = hooks;
@@ -579,10 +581,10 @@ gs_status gs_node_start(gs_node *n, gs_error *err)
             return GS_ERROR;
         }
         inst->started = 1;
-        int port = GS_HAS_MEMBER(gs_client_transport_vtable, bound_port, vt->struct_size) &&
-                           vt->bound_port
-                       ? vt->bound_port(inst->instance)
-                       : (int)sv->port;
+        int port =
+            GS_HAS_MEMBER(gs_client_transport_vtable, bound_port, vt->struct_size) && vt->bound_port
+                ? vt->bound_port(inst->instance)
+                : (int)sv->port;
         gs_log(GS_LOG_INFO, "core", "client transport '%s' serving on %s port %d", inst->name,
                sv->host, port);
     }
@@ -614,8 +616,8 @@ void gs_node_stop(gs_node *n)
         gs_api_begin_shutdown(n->api);
         int left = gs_api_wait_idle(n->api, n->s.server.shutdown_timeout_ms);
         if (left)
-            gs_log(GS_LOG_WARN, "core", "%d request(s) still running after %lld ms; stopping",
-                   left, (long long)n->s.server.shutdown_timeout_ms);
+            gs_log(GS_LOG_WARN, "core", "%d request(s) still running after %lld ms; stopping", left,
+                   (long long)n->s.server.shutdown_timeout_ms);
     }
     for (size_t i = n->instance_count; i-- > 0;) {
         gs_instance *inst = &n->instances[i];
@@ -680,8 +682,7 @@ gs_status gs_describe_plugin(const char *name, char **text, gs_error *err)
     gs_buf_printf(&b, "plugin %s %s (%s, ABI %u.%u)\n  %s\n  file: %s\n\nconfig keys:\n", d->name,
                   d->version ? d->version : "", gs_plugin_kind_name(d->kind), d->abi_major,
                   d->abi_minor,
-                  GS_HAS_MEMBER(gs_plugin_descriptor, description, d->struct_size) &&
-                          d->description
+                  GS_HAS_MEMBER(gs_plugin_descriptor, description, d->struct_size) && d->description
                       ? d->description
                       : "",
                   p->path);

@@ -2,18 +2,29 @@
 
 #include <stddef.h>
 
-#define KEY(n, t, def, req, st, m, help_) \
-    {.name = n, .type = t, .default_value = def, .required = req, .offset = offsetof(st, m), .help = help_}
-#define KEYR(n, t, def, st, m, lo, hi, help_) \
-    {.name = n, .type = t, .default_value = def, .offset = offsetof(st, m), .help = help_, .min = lo, .max = hi}
-#define KEYC(n, def, st, m, ch, help_) \
-    {.name = n, .type = GS_CFG_STRING, .default_value = def, .offset = offsetof(st, m), .help = help_, .choices = ch}
-#define SUB(n, t, st, m, tbl, sz, help_) \
-    {.name = n, .type = t, .offset = offsetof(st, m), .help = help_, .children = tbl, \
-     .child_count = sizeof(tbl) / sizeof(tbl[0]), .child_struct_size = sz}
+#define KEY(n, t, def, req, st, m, help_)                                                          \
+    {                                                                                              \
+        .name = n, .type = t, .default_value = def, .required = req, .offset = offsetof(st, m),    \
+        .help = help_                                                                              \
+    }
+#define KEYR(n, t, def, st, m, lo, hi, help_)                                                      \
+    {                                                                                              \
+        .name = n, .type = t, .default_value = def, .offset = offsetof(st, m), .help = help_,      \
+        .min = lo, .max = hi                                                                       \
+    }
+#define KEYC(n, def, st, m, ch, help_)                                                             \
+    {                                                                                              \
+        .name = n, .type = GS_CFG_STRING, .default_value = def, .offset = offsetof(st, m),         \
+        .help = help_, .choices = ch                                                               \
+    }
+#define SUB(n, t, st, m, tbl, sz, help_)                                                           \
+    {                                                                                              \
+        .name = n, .type = t, .offset = offsetof(st, m), .help = help_, .children = tbl,           \
+        .child_count = sizeof(tbl) / sizeof(tbl[0]), .child_struct_size = sz                       \
+    }
 
 static const char *const kind_choices[] = {"client_transport", "repl_transport", "resolver",
-                                           "coordinator", "hook", NULL};
+                                           "coordinator",      "hook",           NULL};
 static const char *const sync_choices[] = {"off", "normal", "full", "extra", NULL};
 static const char *const op_kinds[] = {"read", "write", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
@@ -40,8 +51,11 @@ static const gs_config_key plugin_keys[] = {
     KEY("name", GS_CFG_STRING, NULL, 1, gs_settings_plugin, name, "instance name, unique"),
     KEY("plugin", GS_CFG_STRING, NULL, 0, gs_settings_plugin, plugin,
         "plugin name (default: the instance name)"),
-    {.name = "kind", .type = GS_CFG_STRING, .required = 1,
-     .offset = offsetof(gs_settings_plugin, kind), .help = "the plugin kind",
+    {.name = "kind",
+     .type = GS_CFG_STRING,
+     .required = 1,
+     .offset = offsetof(gs_settings_plugin, kind),
+     .help = "the plugin kind",
      .choices = kind_choices},
     KEY("path", GS_CFG_STRING, NULL, 0, gs_settings_plugin, path,
         "the .so to load (relative to the config file); default: found by name"),
@@ -69,8 +83,12 @@ static const gs_config_key stmt_keys[] = {
 static const gs_config_key op_keys[] = {
     KEY("database", GS_CFG_STRING, NULL, 1, gs_settings_op, database, "database id"),
     KEY("name", GS_CFG_STRING, NULL, 1, gs_settings_op, name, "operation name"),
-    {.name = "kind", .type = GS_CFG_STRING, .required = 1, .offset = offsetof(gs_settings_op, kind),
-     .help = "read | write", .choices = op_kinds},
+    {.name = "kind",
+     .type = GS_CFG_STRING,
+     .required = 1,
+     .offset = offsetof(gs_settings_op, kind),
+     .help = "read | write",
+     .choices = op_kinds},
     KEY("sql", GS_CFG_STRING, NULL, 0, gs_settings_op, sql, "read: its one statement"),
     SUB("statements", GS_CFG_LIST, gs_settings_op, statements, stmt_keys, sizeof(gs_settings_stmt),
         "write: statements run in one transaction"),
@@ -95,8 +113,8 @@ static const gs_config_key server_keys[] = {
          "WebSocket outbound bound; 0 = max(16 MiB, max_body_bytes)"),
     KEY("accept_sql", GS_CFG_BOOL, "false", 0, gs_settings_server, accept_sql,
         "accept SQL statements over the network"),
-    KEY("accept_backup_restore", GS_CFG_BOOL, "false", 0, gs_settings_server,
-        accept_backup_restore, "accept POST /db/{id}/backup/restore"),
+    KEY("accept_backup_restore", GS_CFG_BOOL, "false", 0, gs_settings_server, accept_backup_restore,
+        "accept POST /db/{id}/backup/restore"),
     SUB("cors", GS_CFG_SECTION, gs_settings_server, cors, cors_keys, 0, "CORS"),
     KEY("tls_cert_file", GS_CFG_STRING, NULL, 0, gs_settings_server, tls_cert_file,
         "PEM certificate chain: serve HTTPS"),
@@ -104,16 +122,16 @@ static const gs_config_key server_keys[] = {
         "PEM private key for tls_cert_file"),
     KEYR("io_threads", GS_CFG_INT, "2", gs_settings_server, io_threads, 1, 256,
          "I/O threads per client transport"),
-    KEYR("connection_limit", GS_CFG_INT, "1024", gs_settings_server, connection_limit, 1,
-         1000000, "simultaneous connections"),
+    KEYR("connection_limit", GS_CFG_INT, "1024", gs_settings_server, connection_limit, 1, 1000000,
+         "simultaneous connections"),
     KEYR("idle_timeout_s", GS_CFG_INT, "120", gs_settings_server, idle_timeout_s, 1, 86400,
          "close idle connections after this many seconds"),
     KEY("access_log", GS_CFG_BOOL, "true", 0, gs_settings_server, access_log,
         "one log line per request"),
     KEYR("shutdown_timeout_ms", GS_CFG_INT, "3000", gs_settings_server, shutdown_timeout_ms, 0,
          600000, "how long in-flight requests may finish on SIGTERM"),
-    SUB("operations", GS_CFG_LIST, gs_settings_server, operations, op_keys,
-        sizeof(gs_settings_op), "registered operations"),
+    SUB("operations", GS_CFG_LIST, gs_settings_server, operations, op_keys, sizeof(gs_settings_op),
+        "registered operations"),
 };
 
 static const gs_config_key db_keys[] = {
@@ -123,15 +141,14 @@ static const gs_config_key db_keys[] = {
     KEY("read_only", GS_CFG_BOOL, "false", 0, gs_settings_db, read_only, "refuse writes"),
     KEYR("read_pool_size", GS_CFG_INT, "4", gs_settings_db, read_pool_size, 1, 64,
          "reader connections"),
-    KEYC("synchronous", "normal", gs_settings_db, synchronous, sync_choices,
-         "PRAGMA synchronous"),
+    KEYC("synchronous", "normal", gs_settings_db, synchronous, sync_choices, "PRAGMA synchronous"),
     KEY("wal", GS_CFG_BOOL, "true", 0, gs_settings_db, wal, "journal_mode=WAL"),
-    KEYR("wal_autocheckpoint", GS_CFG_INT, "-1", gs_settings_db, wal_autocheckpoint, -1,
-         1000000000, "frames; -1 = SQLite's default, 0 disables"),
-    KEYR("max_pending_writes", GS_CFG_INT, "1024", gs_settings_db, max_pending_writes, 1,
-         1000000, "writes queued past this get WRITE_OVERLOADED"),
-    KEYR("write_timeout_ms", GS_CFG_INT, "30000", gs_settings_db, write_timeout_ms, 0,
-         86400000, "writer deadline; 0 disables"),
+    KEYR("wal_autocheckpoint", GS_CFG_INT, "-1", gs_settings_db, wal_autocheckpoint, -1, 1000000000,
+         "frames; -1 = SQLite's default, 0 disables"),
+    KEYR("max_pending_writes", GS_CFG_INT, "1024", gs_settings_db, max_pending_writes, 1, 1000000,
+         "writes queued past this get WRITE_OVERLOADED"),
+    KEYR("write_timeout_ms", GS_CFG_INT, "30000", gs_settings_db, write_timeout_ms, 0, 86400000,
+         "writer deadline; 0 disables"),
     KEYR("stmt_cache_size", GS_CFG_INT, "128", gs_settings_db, stmt_cache_size, 0, 100000,
          "prepared statements per connection"),
     KEYR("busy_timeout_ms", GS_CFG_INT, "5000", gs_settings_db, busy_timeout_ms, 0, 600000,

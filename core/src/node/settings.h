@@ -33,8 +33,8 @@ typedef struct gs_settings_stmt {
 typedef struct gs_settings_op {
     const char *database;
     const char *name;
-    const char *kind; /* read | write */
-    const char *sql;  /* read: its one statement */
+    const char *kind;          /* read | write */
+    const char *sql;           /* read: its one statement */
     gs_config_list statements; /* write: gs_settings_stmt */
     gs_config_strings args;
     const char *from_identity_json; /* {"arg": "identity field"} */

@@ -64,12 +64,9 @@ size_t gs_plugin_min_vtable_size(gs_plugin_kind kind)
         return offsetof(gs_client_transport_vtable, destroy) + sizeof(void *);
     case GS_KIND_REPL_TRANSPORT:
         return offsetof(gs_repl_transport_vtable, destroy) + sizeof(void *);
-    case GS_KIND_RESOLVER:
-        return offsetof(gs_resolver_vtable, resolve) + sizeof(void *);
-    case GS_KIND_COORDINATOR:
-        return offsetof(gs_coordinator_vtable, unwatch) + sizeof(void *);
-    case GS_KIND_HOOK:
-        return offsetof(gs_hook_vtable, destroy) + sizeof(void *);
+    case GS_KIND_RESOLVER: return offsetof(gs_resolver_vtable, resolve) + sizeof(void *);
+    case GS_KIND_COORDINATOR: return offsetof(gs_coordinator_vtable, unwatch) + sizeof(void *);
+    case GS_KIND_HOOK: return offsetof(gs_hook_vtable, destroy) + sizeof(void *);
     }
     return 0;
 }
@@ -146,8 +143,8 @@ gs_status gs_plugin_find(const char *instance, const char *plugin_name, gs_plugi
     size_t off = 0;
     searched[0] = '\0';
     for (int d = 0; d < nd && off < sizeof searched; d++)
-        off += (size_t)snprintf(searched + off, sizeof searched - off, "%s%s", d ? ", " : "",
-                                dirs[d]);
+        off +=
+            (size_t)snprintf(searched + off, sizeof searched - off, "%s%s", d ? ", " : "", dirs[d]);
     char problem[1400];
     snprintf(problem, sizeof problem, "no gs_%s_%s.so in %s",
              kind ? gs_plugin_kind_prefix(kind) : "*", plugin_name, searched);
@@ -161,11 +158,13 @@ typedef struct {
     size_t offset;
 } required_cb;
 
-#define REQ(type, m) {#m, offsetof(type, m)}
-static const required_cb req_client[] = {REQ(gs_client_transport_vtable, create),
-                                         REQ(gs_client_transport_vtable, start),
-                                         REQ(gs_client_transport_vtable, stop),
-                                         REQ(gs_client_transport_vtable, destroy)};
+#define REQ(type, m)                                                                               \
+    {                                                                                              \
+#m, offsetof(type, m)                                                                      \
+    }
+static const required_cb req_client[] = {
+    REQ(gs_client_transport_vtable, create), REQ(gs_client_transport_vtable, start),
+    REQ(gs_client_transport_vtable, stop), REQ(gs_client_transport_vtable, destroy)};
 static const required_cb req_repl[] = {
     REQ(gs_repl_transport_vtable, create), REQ(gs_repl_transport_vtable, start),
     REQ(gs_repl_transport_vtable, send), REQ(gs_repl_transport_vtable, stop),
@@ -174,11 +173,11 @@ static const required_cb req_resolver[] = {REQ(gs_resolver_vtable, create),
                                            REQ(gs_resolver_vtable, destroy),
                                            REQ(gs_resolver_vtable, resolve)};
 static const required_cb req_coord[] = {
-    REQ(gs_coordinator_vtable, create),          REQ(gs_coordinator_vtable, start),
-    REQ(gs_coordinator_vtable, stop),            REQ(gs_coordinator_vtable, destroy),
-    REQ(gs_coordinator_vtable, range),           REQ(gs_coordinator_vtable, txn),
-    REQ(gs_coordinator_vtable, lease_grant),     REQ(gs_coordinator_vtable, lease_keepalive),
-    REQ(gs_coordinator_vtable, lease_revoke),    REQ(gs_coordinator_vtable, watch),
+    REQ(gs_coordinator_vtable, create),       REQ(gs_coordinator_vtable, start),
+    REQ(gs_coordinator_vtable, stop),         REQ(gs_coordinator_vtable, destroy),
+    REQ(gs_coordinator_vtable, range),        REQ(gs_coordinator_vtable, txn),
+    REQ(gs_coordinator_vtable, lease_grant),  REQ(gs_coordinator_vtable, lease_keepalive),
+    REQ(gs_coordinator_vtable, lease_revoke), REQ(gs_coordinator_vtable, watch),
     REQ(gs_coordinator_vtable, unwatch)};
 static const required_cb req_hook[] = {REQ(gs_hook_vtable, create), REQ(gs_hook_vtable, destroy)};
 #undef REQ
@@ -203,8 +202,8 @@ static gs_status check_descriptor(const char *instance, const char *path,
     char problem[512];
     if (d->struct_size < offsetof(gs_plugin_descriptor, description)) {
         snprintf(problem, sizeof problem,
-                 "its descriptor is %u bytes, a 1.0 descriptor has at least %zu",
-                 d->struct_size, offsetof(gs_plugin_descriptor, description));
+                 "its descriptor is %u bytes, a 1.0 descriptor has at least %zu", d->struct_size,
+                 offsetof(gs_plugin_descriptor, description));
         return refuse(err, instance, path, problem,
                       "rebuild the plugin against the gatestream-plugin headers");
     }
@@ -240,9 +239,8 @@ static gs_status check_descriptor(const char *instance, const char *path,
         return refuse(err, instance, path, problem, "check the plugin's descriptor");
     }
     if (expected_kind && d->kind != expected_kind) {
-        snprintf(problem, sizeof problem,
-                 "it is a %s plugin but the config declares kind '%s'", kname,
-                 gs_plugin_kind_name(expected_kind));
+        snprintf(problem, sizeof problem, "it is a %s plugin but the config declares kind '%s'",
+                 kname, gs_plugin_kind_name(expected_kind));
         char fix[256];
         snprintf(fix, sizeof fix, "set 'kind: %s' for this plugin or point 'path' at a %s plugin",
                  kname, gs_plugin_kind_name(expected_kind));
@@ -258,8 +256,7 @@ static gs_status check_descriptor(const char *instance, const char *path,
     size_t minv = gs_plugin_min_vtable_size(d->kind);
     if (vsize < minv) {
         snprintf(problem, sizeof problem,
-                 "its vtable is %u bytes; a 1.0 %s vtable needs at least %zu", vsize, kname,
-                 minv);
+                 "its vtable is %u bytes; a 1.0 %s vtable needs at least %zu", vsize, kname, minv);
         return refuse(err, instance, path, problem,
                       "set the vtable's struct_size to sizeof of the kind's vtable and rebuild");
     }
@@ -269,8 +266,8 @@ static gs_status check_descriptor(const char *instance, const char *path,
         void *fn;
         memcpy(&fn, (const char *)d->vtable + req[i].offset, sizeof fn);
         if (!fn) {
-            snprintf(problem, sizeof problem,
-                     "its %s vtable lacks the required callback '%s'", kname, req[i].name);
+            snprintf(problem, sizeof problem, "its %s vtable lacks the required callback '%s'",
+                     kname, req[i].name);
             return refuse(err, instance, path, problem,
                           "implement the callback and set it in the vtable");
         }
