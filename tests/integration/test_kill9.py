@@ -59,6 +59,8 @@ for round_no in range(3):
         st, b, _ = srv2.post("/db/main/query", {"sql": "SELECT count(*) AS n FROM t WHERE id IN (%s)" % ",".join("?" * len(chunk)),
                                                 "params": chunk})
         missing += len(chunk) - b["rows"][0]["n"]
+    print("round %d: %d writes acknowledged before kill -9, %d missing after restart" %
+          (round_no, len(acked), missing), flush=True)
     check(missing == 0, "round %d: %d of %d acknowledged writes lost" % (round_no, missing, len(acked)))
     st, b, _ = srv2.post("/db/main/query", {"sql": "PRAGMA integrity_check"})
     check(b == {"rows": [{"integrity_check": "ok"}]}, "round %d: integrity_check: %s" % (round_no, b))

@@ -46,6 +46,8 @@ for sig in (signal.SIGTERM, signal.SIGINT):
     shut = [r for r in results if r[0] == 503]
     check(all(r[1]["error"]["code"] == "SHUTDOWN" for r in shut), "%s: 503s carry SHUTDOWN" % sig.name)
     acked = [r[2] for r in results if r[0] == 200]
+    print("%s: %d writes acknowledged, %d answered 503 SHUTDOWN, stopped in %.2f s" %
+          (sig.name, len(acked), len(shut), took), flush=True)
     wal = os.path.join(srv.data_dir, "main.db-wal")
     check(not os.path.exists(wal) or os.path.getsize(wal) == 0, "%s: WAL checkpointed on close" % sig.name)
     log = srv.read_log()

@@ -16,6 +16,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifndef GS_PLUGIN_REL_DIR
+#define GS_PLUGIN_REL_DIR "../lib/gatestream/plugins"
+#endif
 #ifndef GS_PLUGIN_INSTALL_DIR
 #define GS_PLUGIN_INSTALL_DIR "/usr/local/lib/gatestream/plugins"
 #endif
@@ -125,7 +128,7 @@ gs_status gs_plugin_find(const char *instance, const char *plugin_name, gs_plugi
         snprintf(dirs[nd++], PATH_MAX, "%s", env);
     if (*exe) {
         snprintf(dirs[nd++], PATH_MAX, "%s/plugins", exe);
-        snprintf(dirs[nd++], PATH_MAX, "%s/../lib/gatestream/plugins", exe);
+        snprintf(dirs[nd++], PATH_MAX, "%s/%s", exe, GS_PLUGIN_REL_DIR);
     }
     snprintf(dirs[nd++], PATH_MAX, "%s", GS_PLUGIN_INSTALL_DIR);
     for (int d = 0; d < nd; d++) {
