@@ -29,6 +29,18 @@ typedef struct gs_client_transport_vtable {
     void (*destroy)(void *instance);
     /** Optional. The port actually bound (useful with port 0), or -1. */
     int (*bound_port)(void *instance);
+
+    /* ---- ABI 1.1 ---- */
+
+    /**
+     * @since 1.1 Optional. Take over an accepted connection whose first bytes (an HTTP
+     * WebSocket upgrade request) are still unread: they were peeked, not consumed. The
+     * transport owns fd from the call on, also when it fails (it closes fd). Called on any
+     * thread; must not block. A transport that sets this serves WebSocket upgrades handed
+     * over by another transport listening on the same port.
+     */
+    gs_status (*adopt_upgrade)(void *instance, int fd, const struct sockaddr *addr,
+                               socklen_t addrlen, gs_error *err);
 } gs_client_transport_vtable;
 
 #ifdef __cplusplus

@@ -16,6 +16,7 @@
 
 #include <gatestream/abi.h>
 #include <stdarg.h>
+#include <sys/socket.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -96,6 +97,57 @@ typedef struct gs_server_settings {
 } gs_server_settings;
 
 /**
+ * How the core talks back to one WebSocket connection. Filled by the transport, valid from
+ * ws_open until the transport's ws_close call returns.
+ * @since 1.1
+ */
+typedef struct gs_ws_sink {
+    uint32_t struct_size;
+    void *user;
+    /**
+     * Queue one text frame (the transport copies data). Thread-safe, never blocks. Returns
+     * GS_AGAIN when the frame would push the connection's outbound buffer past
+     * max_ws_backpressure_bytes: the transport then closes the connection with 4290 itself
+     * and the core sends nothing more. GS_ERROR when the connection is already closing.
+     */
+    gs_status (*send)(void *user, const char *data, size_t len);
+    /** Close with a code (1000, 1008, 1013, 4401, ...) and a reason. Thread-safe. */
+    void (*close)(void *user, int code, const char *reason);
+} gs_ws_sink;
+
+/**
+ * A WebSocket upgrade the transport received, before it answers the handshake.
+ * Valid for the ws_open call only.
+ * @since 1.1
+ */
+typedef struct gs_ws_open_request {
+    uint32_t struct_size;
+    const char *path;         /**< as received (percent-encoded), no query string */
+    const gs_header *headers; /**< upgrade request headers (sec-websocket-protocol included) */
+    size_t header_count;
+    const char *remote_address;
+    const gs_ws_sink *sink;   /**< copied by the core */
+} gs_ws_open_request;
+
+/** The core's answer to an upgrade. @since 1.1 */
+typedef struct gs_ws_open_result {
+    uint32_t struct_size;
+    /** GS_OK: accept the upgrade; select `subprotocol` (NULL = none) and keep `session`. */
+    void *session;
+    const char *subprotocol; /**< static string, e.g. "sirannon.v1", or NULL */
+    /**
+     * On refusal (ws_open returned GS_ERROR): when close_code is 0, answer the upgrade with
+     * the HTTP status gs_error_status(err) and the JSON error body `body` (then no
+     * session exists); when close_code is set (4401, 4403, 1008, 1013), complete the
+     * handshake and close at once with that code and `reason` (spec 05).
+     */
+    int close_code;
+    char reason[124]; /**< "CODE: message", at most 123 bytes (a close frame's limit) */
+    char body[768];   /**< the JSON error envelope for an HTTP refusal */
+    int http_status;
+} gs_ws_open_result;
+
+/**
  * The host table.
  * @since 1.0
  */
@@ -131,6 +183,36 @@ typedef struct gs_host {
     /** Fill err with code and message; status 0 derives the HTTP status from the code. */
     void (*error_set)(gs_error *err, int status, const char *code, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
+
+    /* ---- ABI 1.1: WebSocket sessions and connection hand-off ---- */
+
+    /**
+     * @since 1.1 An upgrade request at `path`: authenticate it, check the database and the
+     * offered subprotocols (spec 05), and open a session. Runs on the transport's thread;
+     * no SQL. See gs_ws_open_result for what to answer. The core may call the sink from
+     * any thread once this returns GS_OK.
+     */
+    gs_status (*ws_open)(const struct gs_host *host, const gs_ws_open_request *req,
+                         gs_ws_open_result *result, gs_error *err);
+    /** @since 1.1 One complete text (or binary) message from the client; data valid for the
+     * call only. Oversized messages are the transport's to refuse: call ws_too_large. */
+    void (*ws_message)(const struct gs_host *host, void *session, const char *data,
+                       size_t len);
+    /** @since 1.1 The client sent a message over max_body_bytes (the transport discarded it):
+     * the core answers PAYLOAD_TOO_LARGE. */
+    void (*ws_too_large)(const struct gs_host *host, void *session);
+    /**
+     * @since 1.1 The connection is gone (either side closed it). After this returns the core
+     * never touches the sink again and frees the session; in-flight work is dropped.
+     */
+    void (*ws_close)(const struct gs_host *host, void *session);
+    /**
+     * @since 1.1 Hand an accepted TCP connection whose request is a WebSocket upgrade (its
+     * bytes peeked, not yet read) to the client transport that serves upgrades. GS_OK: that
+     * transport owns fd. GS_DECLINED: no transport serves upgrades; the caller keeps fd.
+     */
+    gs_status (*upgrade_handoff)(const struct gs_host *host, int fd, const struct sockaddr *addr,
+                                 socklen_t addrlen, gs_error *err);
 } gs_host;
 
 #ifdef __cplusplus

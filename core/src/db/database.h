@@ -31,6 +31,13 @@ typedef struct gs_db_options {
     int stmt_cache_size;        /**< prepared statements kept per connection (default 128) */
     int busy_timeout_ms;        /**< PRAGMA busy_timeout (default 5000) */
     int create;                 /**< create the file when missing (default 1) */
+    /* change data capture (cdc.h) */
+    const char *const *cdc_tables; /**< tables watched from open (borrowed during open) */
+    size_t cdc_table_count;
+    int64_t cdc_retention_ms;   /**< prune changes older than this (default 3600000) */
+    int cdc_watch_on_subscribe; /**< a subscription watches its table (default 1) */
+    int64_t cdc_fallback_poll_ms; /**< poll for other processes' writes (default 1000) */
+    const char *node_id;        /**< stamped on local changes (default "") */
 } gs_db_options;
 
 /** Fill with the spec's defaults. */
