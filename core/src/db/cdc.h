@@ -37,12 +37,12 @@ typedef struct gs_cdc_sub gs_cdc_sub;
 typedef void (*gs_cdc_event_fn)(void *user, const char *event_json, size_t len, uint64_t seq);
 
 typedef struct gs_cdc_subscribe_request {
-    const char *table;    /**< one table (identifier ^[a-zA-Z_][a-zA-Z0-9_]*$) */
-    json_t *filter;       /**< NULL, or an object of column -> value (tagged encoding) */
-    int has_since;        /**< resume: replay every retained change with seq > since_seq */
+    const char *table; /**< one table (identifier ^[a-zA-Z_][a-zA-Z0-9_]*$) */
+    json_t *filter;    /**< NULL, or an object of column -> value (tagged encoding) */
+    int has_since;     /**< resume: replay every retained change with seq > since_seq */
     uint64_t since_seq;
-    const char *epoch;    /**< the epoch the cursor came from (NULL = this file's) */
-    int mark_tx_end;      /**< WebSocket semantics: hold one change, mark txEnd (05-server) */
+    const char *epoch; /**< the epoch the cursor came from (NULL = this file's) */
+    int mark_tx_end;   /**< WebSocket semantics: hold one change, mark txEnd (05-server) */
     gs_cdc_event_fn on_event;
     void *user;
 } gs_cdc_subscribe_request;

@@ -2,6 +2,7 @@
  * Database lifecycle, submission and the write-deadline reaper. The writer thread lives in
  * writer.c, the reader threads in reader.c; see database_internal.h for the locks.
  */
+#include "cdc_internal.h"
 #include "database_internal.h"
 
 #include "base/alloc.h"
@@ -26,6 +27,12 @@ void gs_db_options_default(gs_db_options *o)
     o->stmt_cache_size = 128;
     o->busy_timeout_ms = 5000;
     o->create = 1;
+    o->cdc_tables = NULL;
+    o->cdc_table_count = 0;
+    o->cdc_retention_ms = 3600000;
+    o->cdc_watch_on_subscribe = 1;
+    o->cdc_fallback_poll_ms = 1000;
+    o->node_id = "";
 }
 
 const char *gs_db_id(const gs_database *db)
@@ -310,6 +317,8 @@ static void destroy(gs_database *db)
     for (int i = 0; i < db->nreaders; i++)
         if (db->reader_conns && db->reader_conns[i])
             gs_conn_close(db->reader_conns[i]);
+    gs_cdc_feed_stop(db->cdc);
+    gs_cdc_free(db->cdc);
     gs_writer_scratch_free(db->scratch);
     gs_free(db->reader_conns);
     gs_free(db->reader_threads);
@@ -364,6 +373,10 @@ gs_status gs_db_open(const char *id, const char *path, const gs_db_options *opts
     db->path = gs_strdup(path);
     o.synchronous = NULL; /* the caller's string is not kept; sync_level is */
     db->opts = o;
+    /* borrowed during open only: the CDC state copies them */
+    db->opts.cdc_tables = NULL;
+    db->opts.cdc_table_count = 0;
+    db->opts.node_id = NULL;
     db->sync_level = sync_level;
     db->memory = memory;
     atomic_init(&db->pending, 0);
@@ -401,6 +414,16 @@ gs_status gs_db_open(const char *id, const char *path, const gs_db_options *opts
         db->scratch = gs_writer_scratch_new();
         if (!db->scratch)
             goto oom;
+        /* change capture: set up while this thread still owns the writer connection */
+        db->opts.cdc_tables = o.cdc_tables;
+        db->opts.cdc_table_count = o.cdc_table_count;
+        db->opts.node_id = o.node_id;
+        gs_status crc = memory ? GS_OK : gs_cdc_create(db, err);
+        db->opts.cdc_tables = NULL;
+        db->opts.cdc_table_count = 0;
+        db->opts.node_id = NULL;
+        if (crc != GS_OK || (db->cdc && gs_cdc_open(db->cdc, db->writer_conn, err) != GS_OK))
+            goto fail;
     }
     /* readers open after the writer has put the file in WAL mode */
     co.role = GS_CONN_READER;
@@ -431,6 +454,11 @@ gs_status gs_db_open(const char *id, const char *path, const gs_db_options *opts
         }
         db->reader_conns[i] = NULL; /* owned by its thread */
         db->readers_started++;
+    }
+    if (db->cdc && db->cdc->initialised && gs_cdc_feed_start(db->cdc, err) != GS_OK) {
+        stop_threads(db);
+        destroy(db);
+        return GS_ERROR;
     }
     *out = db;
     return GS_OK;
@@ -469,6 +497,9 @@ void gs_db_close(gs_database *db)
     pthread_mutex_lock(&db->rlock);
     db->reader_accepting = 0;
     pthread_mutex_unlock(&db->rlock);
+    /* the feed first: no callback runs once close has begun stopping threads, and the feed
+     * queues no more writer work */
+    gs_cdc_feed_stop(db->cdc);
     stop_threads(db);
     db->close_done = 1;
     pthread_mutex_unlock(&db->close_lock);

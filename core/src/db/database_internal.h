@@ -74,6 +74,8 @@ struct gs_database {
     int close_done;
 
     void *registry_entry; /**< owned by the registry that opened it */
+
+    struct gs_cdc *cdc; /**< change data capture (cdc_internal.h); NULL in memory/read-only */
 };
 
 /* writer.c */

@@ -10,7 +10,14 @@
  * failure fails every unit (TRANSACTION_ERROR) and is not retried: the commit may already be
  * on disk. Units are answered only after COMMIT returned. A lone single-statement write runs
  * in autocommit mode; DDL, PRAGMA and the like, LOAD and internal calls run alone.
+ *
+ * Change capture (cdc_internal.h): once anything subscribes, every unit's change rows are
+ * stamped inside its own savepoint (one tx_id and HLC per unit), so a lone write then runs in
+ * a transaction too; the clock is persisted once per transaction. After a DDL statement the
+ * triggers of watched tables follow the new columns. After a commit that changed rows, the
+ * feed is woken while anyone subscribes.
  */
+#include "cdc_internal.h"
 #include "database_internal.h"
 
 #include "base/alloc.h"
@@ -85,6 +92,14 @@ static gs_status run_prepared(writer *w, gs_stmt *st, gs_buf *out, gs_error *err
 static gs_status run_stmt(writer *w, const gs_job_stmt *js, const gs_bind_set *set, gs_buf *out,
                           gs_error *err)
 {
+    /* change capture: an ALTER TABLE runs with the watched tables' triggers out of its way
+     * (always inside a transaction then, see needs_transaction), and every DDL statement is
+     * followed by a refresh of the triggers whose table changed */
+    int watched = w->db->cdc && gs_sql_verb_ddl(js->verb) &&
+                  atomic_load_explicit(&w->db->cdc->nwatched, memory_order_relaxed) > 0;
+    int alter = watched && js->verb == GS_SQL_ALTER && !sqlite3_get_autocommit(gs_conn_db(w->conn));
+    if (alter && gs_cdc_before_alter(w->db->cdc, w->conn, err) != GS_OK)
+        return GS_ERROR;
     gs_stmt *st;
     if (gs_conn_prepare(w->conn, js->sql, js->len, 0, &st, err) != GS_OK)
         return GS_ERROR;
@@ -92,6 +107,8 @@ static gs_status run_stmt(writer *w, const gs_job_stmt *js, const gs_bind_set *s
     if (rc == GS_OK)
         rc = run_prepared(w, st, out, err);
     gs_conn_release(w->conn, st);
+    if (rc == GS_OK && watched)
+        rc = gs_cdc_after_ddl(w->db->cdc, w->conn, alter, err);
     return rc;
 }
 
@@ -200,6 +217,17 @@ static void run_group(writer *w, size_t n)
         }
         int use_sp = active > 1;
         long lost = -1; /* a unit whose failure ended the whole transaction */
+        /* write stamping: each unit's change rows get their own tx_id and HLC */
+        int stamp = gs_cdc_stamping(w->db);
+        uint64_t cseq = 0;
+        char last_hlc[GS_HLC_MAX_LEN];
+        last_hlc[0] = '\0';
+        if (stamp && gs_cdc_max_seq(w->conn, &cseq, &e) != GS_OK) {
+            gs_log(GS_LOG_ERROR, "db",
+                   "database '%s': reading the change log: %s (this transaction is not stamped)",
+                   w->db->id, e.message);
+            stamp = 0;
+        }
         for (size_t i = 0; i < n && lost < 0; i++) {
             unit *u = &s->units[i];
             if (u->state == UNIT_FAILED)
@@ -211,7 +239,8 @@ static void run_group(writer *w, size_t n)
                 break;
             }
             u->off = s->out.len;
-            if (run_unit(w, u->job, &s->out, &u->err) == GS_OK) {
+            if (run_unit(w, u->job, &s->out, &u->err) == GS_OK &&
+                (!stamp || gs_cdc_stamp(w->db->cdc, w->conn, &cseq, last_hlc, &u->err) == GS_OK)) {
                 if (use_sp && gs_conn_exec(w->conn, "RELEASE gs_unit", &e) != GS_OK) {
                     gs_error_set(&u->err, 0, "TRANSACTION_ERROR", "cannot release a savepoint: %s",
                                  e.message);
@@ -249,6 +278,9 @@ static void run_group(writer *w, size_t n)
             rollback_quietly(w);
             break;
         }
+        if (last_hlc[0] && gs_hlc_persist(w->conn, last_hlc, &e) != GS_OK)
+            gs_log(GS_LOG_WARN, "db", "database '%s': persisting the HLC: %s", w->db->id,
+                   e.message);
         if (gs_conn_exec(w->conn, "COMMIT", &e) != GS_OK) {
             rollback_quietly(w);
             for (size_t i = 0; i < n; i++)
@@ -324,10 +356,15 @@ static void run_load(writer *w, unit *u)
                      e.message);
         failed = 1;
     } else {
-        gs_stmt *st;
-        if (gs_conn_prepare(w->conn, job->stmts[0].sql, job->stmts[0].len, 0, &st, err) != GS_OK) {
+        int stamp = gs_cdc_stamping(w->db);
+        uint64_t cseq = 0;
+        if (stamp && gs_cdc_max_seq(w->conn, &cseq, err) != GS_OK)
             failed = 1;
-        } else {
+        gs_stmt *st;
+        if (!failed &&
+            gs_conn_prepare(w->conn, job->stmts[0].sql, job->stmts[0].len, 0, &st, err) != GS_OK) {
+            failed = 1;
+        } else if (!failed) {
             sqlite3_stmt *ss = gs_stmt_sqlite(st);
             for (size_t i = 0; i < job->nsets && !failed; i++) {
                 if (i) {
@@ -348,6 +385,17 @@ static void run_load(writer *w, unit *u)
                 }
             }
             gs_conn_release(w->conn, st);
+        }
+        if (!failed && stamp) {
+            /* the rows above the log's end before the load began are the load's own (the
+             * writer holds the write lock); one load is one transaction */
+            char last_hlc[GS_HLC_MAX_LEN];
+            last_hlc[0] = '\0';
+            if (gs_cdc_stamp(w->db->cdc, w->conn, &cseq, last_hlc, err) != GS_OK)
+                failed = 1;
+            if (!failed && last_hlc[0] && gs_hlc_persist(w->conn, last_hlc, &e) != GS_OK)
+                gs_log(GS_LOG_WARN, "db", "database '%s': persisting the HLC: %s", w->db->id,
+                       e.message);
         }
         if (failed) {
             rollback_quietly(w);
@@ -389,13 +437,31 @@ static void run_internal(writer *w, unit *u)
     set_outcome(u, rc, 0, out->len);
 }
 
+/* A lone statement that must run inside a transaction: while writes are stamped (so its change
+ * rows are stamped before anyone can read them), and DDL while tables are watched (so a
+ * trigger refresh that fails takes the DDL back with it). PRAGMA and VACUUM cannot run in a
+ * transaction and write no change rows. */
+static int needs_transaction(writer *w, const gs_job *job)
+{
+    if (job->kind != GS_DB_EXECUTE || !w->db->cdc)
+        return 0;
+    gs_sql_verb v = job->stmts[0].verb;
+    if (v == GS_SQL_PRAGMA || v == GS_SQL_VACUUM)
+        return 0;
+    if (gs_cdc_stamping(w->db))
+        return 1;
+    return gs_sql_verb_ddl(v) &&
+           atomic_load_explicit(&w->db->cdc->nwatched, memory_order_relaxed) > 0;
+}
+
 /* Run the jobs taken from the queue; outcomes land in the scratch units. Sets *grouped when
  * they ran as one group. Returns 1 when the units must be answered (a read served by an
  * in-memory database's writer answers itself). */
 static int run_batch(writer *w, size_t n, int *grouped)
 {
     gs_job *job = w->s->batch[0];
-    *grouped = n > 1 || job->kind == GS_DB_TRANSACTION || job->kind == GS_DB_BATCH;
+    *grouped = n > 1 || job->kind == GS_DB_TRANSACTION || job->kind == GS_DB_BATCH ||
+               needs_transaction(w, job);
     if (*grouped) {
         run_group(w, n);
         return 1;
@@ -485,7 +551,13 @@ void *gs_db_writer_main(void *arg)
         if (n == 0)
             continue;
         int grouped;
+        sqlite3_int64 changes_before = sqlite3_total_changes64(gs_conn_db(w.conn));
         int answer = run_batch(&w, n, &grouped);
+        /* rows changed: a subscriber may be waiting for the change rows (a rolled-back
+         * change costs one empty read) */
+        if (db->cdc && atomic_load_explicit(&db->cdc->nsubs, memory_order_relaxed) > 0 &&
+            sqlite3_total_changes64(gs_conn_db(w.conn)) != changes_before)
+            gs_cdc_wake(db->cdc);
 
         /* the writes are done: they leave the bound before their callers hear of it, so a
          * caller that submits again on the answer is not refused */

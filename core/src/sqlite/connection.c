@@ -237,6 +237,10 @@ gs_status gs_conn_open(const gs_conn_options *o, gs_conn **out, gs_error *err)
         goto fail;
     if (open_pragma(c, path, "PRAGMA foreign_keys=ON", err) != GS_OK)
         goto fail;
+    /* REPLACE conflict resolution deletes rows; only with recursive_triggers on do the delete
+     * triggers fire for them, so change capture (and live queries) see those deletes. */
+    if (open_pragma(c, path, "PRAGMA recursive_triggers=ON", err) != GS_OK)
+        goto fail;
     if (o->wal_autocheckpoint >= 0) {
         snprintf(sql, sizeof sql, "PRAGMA wal_autocheckpoint=%lld",
                  (long long)o->wal_autocheckpoint);
