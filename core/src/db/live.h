@@ -15,8 +15,10 @@
  * selects, window functions, subqueries, LIMIT without ORDER BY, CTEs, VALUES,
  * nondeterministic functions. READ_ONLY on a read-only database; CDC_UNSUPPORTED in memory.
  *
- * Threads: open and close block (call them from a core worker thread, never an I/O thread);
- * fn runs on the database's feed thread and must not block.
+ * Threads: open and close block (call them from a core worker thread, never an I/O thread).
+ * fn runs on the live query's own worker thread, one call at a time, never before
+ * gs_db_live_open has filled *out and *rows_json and never after gs_db_live_close returns;
+ * it must not block.
  */
 #ifndef GS_DB_LIVE_H
 #define GS_DB_LIVE_H
