@@ -6,7 +6,7 @@ JOBS       ?= $(shell nproc)
 CONFIG     ?= config/default.yaml
 
 DEB_PACKAGES := build-essential cmake pkg-config clang clang-format python3 curl sqlite3 \
-	libsqlite3-dev libmicrohttpd-dev libyaml-dev libjansson-dev libcriterion-dev \
+	libsqlite3-dev libmicrohttpd-dev libwebsockets-dev libyaml-dev libjansson-dev libcriterion-dev \
 	libgnutls28-dev gnutls-bin openssl valgrind
 
 .PHONY: all deps build build-asan run test test-fast format check-format clean

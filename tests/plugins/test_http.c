@@ -81,6 +81,13 @@ static struct {
     int worker_running;
     pthread_t worker;
 
+    /* host->upgrade_handoff: what it was handed, and what it does (enum handoff_mode) */
+    int handoffs, handoff_family, handoff_mode;
+    int taken_done;
+    char taken_head[8192];
+    pthread_t taker;
+    int taker_running;
+
     atomic_long live_allocs;
     atomic_size_t fail_size_min; /* > 0: allocations of at least this size fail */
     atomic_size_t cur_bytes, peak_bytes;
@@ -190,6 +197,79 @@ static gs_status fh_post(const gs_host *host, void (*fn)(void *arg), void *arg)
         return GS_AGAIN;
     }
     pthread_detach(t);
+    return GS_OK;
+}
+
+static void fh_error_set(gs_error *err, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* What the fake host->upgrade_handoff does with an upgrade. */
+enum handoff_mode {
+    HANDOFF_DECLINE = 0, /* GS_DECLINED: no WebSocket transport; the http transport keeps it */
+    HANDOFF_TAKE = 1,    /* GS_OK: a thread reads the head itself and answers 101 */
+    HANDOFF_FAIL = 2,    /* GS_ERROR: the fd is closed, as a failing transport would */
+};
+
+/* HANDOFF_TAKE: read the untouched request head from the fd, answer 101, close. */
+static void *taker_main(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    struct timeval tv = {.tv_sec = WAIT_MS / 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char head[8192];
+    size_t n = 0;
+    while (n + 1 < sizeof head) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, WAIT_MS) <= 0)
+            break;
+        ssize_t r = recv(fd, head + n, sizeof head - 1 - n, MSG_DONTWAIT);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+        head[n] = '\0';
+        if (strstr(head, "\r\n\r\n"))
+            break;
+    }
+    head[n] = '\0';
+    const char *ans = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\n\r\n";
+    (void)!send(fd, ans, strlen(ans), MSG_NOSIGNAL);
+    close(fd);
+    pthread_mutex_lock(&F.lock);
+    snprintf(F.taken_head, sizeof F.taken_head, "%s", head);
+    F.taken_done++;
+    pthread_cond_broadcast(&F.cond);
+    pthread_mutex_unlock(&F.lock);
+    return NULL;
+}
+
+static gs_status fh_upgrade_handoff(const gs_host *host, int fd, const struct sockaddr *addr,
+                                    socklen_t addrlen, gs_error *err)
+{
+    (void)host;
+    (void)addrlen;
+    pthread_mutex_lock(&F.lock);
+    F.handoffs++;
+    F.handoff_family = addr ? addr->sa_family : -1;
+    int mode = F.handoff_mode;
+    int busy = F.taker_running;
+    pthread_cond_broadcast(&F.cond);
+    pthread_mutex_unlock(&F.lock);
+    if (mode == HANDOFF_DECLINE)
+        return GS_DECLINED;
+    if (mode == HANDOFF_FAIL || busy) {
+        close(fd);
+        fh_error_set(err, 503, "SHUTDOWN", "the WebSocket transport is stopping");
+        return GS_ERROR;
+    }
+    pthread_mutex_lock(&F.lock);
+    F.taker_running = pthread_create(&F.taker, NULL, taker_main, (void *)(intptr_t)fd) == 0;
+    int ok = F.taker_running;
+    pthread_mutex_unlock(&F.lock);
+    if (!ok) {
+        close(fd);
+        return GS_ERROR;
+    }
     return GS_OK;
 }
 
@@ -551,6 +631,7 @@ static void setup(void)
     F.host.server_settings = fh_settings;
     F.host.api_submit = fh_api_submit;
     F.host.error_set = fh_error_set;
+    F.host.upgrade_handoff = fh_upgrade_handoff;
 
     snprintf(F.bind_host, sizeof F.bind_host, "127.0.0.1");
     F.settings.struct_size = sizeof F.settings;
@@ -586,6 +667,10 @@ static void teardown(void)
         F.inst = NULL;
     }
     release_holds();
+    if (F.taker_running) {
+        pthread_join(F.taker, NULL);
+        F.taker_running = 0;
+    }
     if (F.worker_running) {
         pthread_mutex_lock(&F.lock);
         F.worker_stop = 1;
@@ -1769,6 +1854,272 @@ Test(http, ipv6_loopback)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* One port for HTTP and WebSocket: the acceptor peeks, upgrades go to host->upgrade_handoff   */
+
+static int pred_handoffs(void *arg)
+{
+    return F.handoffs >= *(int *)arg;
+}
+
+static int pred_taken(void *arg)
+{
+    return F.taken_done >= *(int *)arg;
+}
+
+static int handoff_count(void)
+{
+    pthread_mutex_lock(&F.lock);
+    int n = F.handoffs;
+    pthread_mutex_unlock(&F.lock);
+    return n;
+}
+
+#define UPGRADE_HEADERS                                                                            \
+    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"                   \
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+
+/* Declined (no WebSocket transport): the upgrade is an ordinary GET for the core. */
+Test(http, upgrade_declined_goes_to_the_core)
+{
+    int port = server_start();
+    cr_assert(wait_log("WebSocket upgrades handed over"), "the acceptor serves the port");
+    client c;
+    reply r;
+    cr_assert_eq(client_connect(&c, port), 0);
+    cr_assert_eq(client_request(&c, "GET", "/db/main", UPGRADE_HEADERS, NULL, &r), 0);
+    expect_echo(&r, "GET", "/db/main", 0);
+    reply_free(&r);
+    client_close(&c);
+    cr_assert_eq(handoff_count(), 1);
+    pthread_mutex_lock(&F.lock);
+    cr_assert_eq(F.handoff_family, AF_INET);
+    pthread_mutex_unlock(&F.lock);
+
+    /* Plain requests, keep-alive after a first request, POSTs and other upgrades are never
+     * offered to the WebSocket side. */
+    cr_assert_eq(client_connect(&c, port), 0);
+    cr_assert_eq(client_request(&c, "POST", "/sync/p", NULL, "x", &r), 0);
+    expect_echo(&r, "POST", "/sync/p", 1);
+    reply_free(&r);
+    cr_assert_eq(client_request(&c, "GET", "/sync/g", NULL, NULL, &r), 0);
+    expect_echo(&r, "GET", "/sync/g", 0);
+    reply_free(&r);
+    /* After the first request the connection is libmicrohttpd's: not peeked again. */
+    cr_assert_eq(client_request(&c, "GET", "/db/second", UPGRADE_HEADERS, NULL, &r), 0);
+    expect_echo(&r, "GET", "/db/second", 0);
+    reply_free(&r);
+    client_close(&c);
+    cr_assert_eq(client_connect(&c, port), 0);
+    cr_assert_eq(
+        client_request(&c, "GET", "/sync/h2c", "Upgrade: h2c\r\nConnection: Upgrade\r\n", NULL, &r),
+        0);
+    expect_echo(&r, "GET", "/sync/h2c", 0);
+    reply_free(&r);
+    client_close(&c);
+    cr_assert_eq(handoff_count(), 1);
+}
+
+/* Taken: the other side reads the request head from the first byte (peeking consumed
+ * nothing) and answers on the same connection. */
+static void expect_taken(int port, const char *request, const char *want_in_head)
+{
+    client c;
+    int before;
+    pthread_mutex_lock(&F.lock);
+    before = F.taken_done;
+    pthread_mutex_unlock(&F.lock);
+    cr_assert_eq(client_connect(&c, port), 0);
+    cr_assert_eq(client_writes(&c, request), 0);
+    while (!memmem(c.buf, c.len, "\r\n\r\n", 4))
+        cr_assert_gt(client_fill(&c), 0, "an answer from the taker");
+    cr_assert(!strncmp(c.buf, "HTTP/1.1 101 ", 13), "got %.*s", (int)c.len, c.buf);
+    client_close(&c);
+    int want = before + 1;
+    cr_assert(wait_until(pred_taken, &want, WAIT_MS));
+    pthread_mutex_lock(&F.lock);
+    cr_assert_str_eq(F.taken_head, request, "the head arrives whole and unread");
+    cr_assert(strstr(F.taken_head, want_in_head));
+    pthread_mutex_unlock(&F.lock);
+    pthread_join(F.taker, NULL);
+    F.taker_running = 0;
+}
+
+Test(http, upgrade_taken_with_the_head_unread)
+{
+    F.handoff_mode = HANDOFF_TAKE;
+    int port = server_start();
+    expect_taken(port, "GET /db/a HTTP/1.1\r\nHost: t\r\n" UPGRADE_HEADERS "\r\n", "/db/a");
+    /* Header names and the token compare case-insensitively; the token may be in a list. */
+    expect_taken(port,
+                 "GET /db/b HTTP/1.1\r\nHost: t\r\nconnection: upgrade\r\n"
+                 "UPGRADE :  foo/2, WebSocket \r\n\r\n",
+                 "/db/b");
+    cr_assert_eq(handoff_count(), 2);
+    /* The port still serves HTTP. */
+    client c;
+    reply r;
+    cr_assert_eq(client_connect(&c, port), 0);
+    cr_assert_eq(client_request(&c, "GET", "/async/after", NULL, NULL, &r), 0);
+    expect_echo(&r, "GET", "/async/after", 0);
+    reply_free(&r);
+    client_close(&c);
+}
+
+/* The head arrives in pieces: nothing is decided until it is complete. */
+Test(http, upgrade_head_in_pieces)
+{
+    F.handoff_mode = HANDOFF_TAKE;
+    int port = server_start();
+    client c;
+    cr_assert_eq(client_connect(&c, port), 0);
+    const char *parts[] = {"GE", "T /db/slow HTTP/1.1\r\nHost: t\r\nUpgr",
+                           "ade: websocket\r\nConnection: Upgrade\r\n", "\r\n"};
+    for (size_t i = 0; i < 4; i++) {
+        cr_assert_eq(client_writes(&c, parts[i]), 0);
+        if (i < 3) {
+            /* Not decided yet: no hand-off and no answer (a negative, checked for 150 ms). */
+            struct pollfd pfd = {.fd = c.fd, .events = POLLIN};
+            cr_assert_eq(poll(&pfd, 1, 150), 0, "no answer after part %zu", i);
+            cr_assert_eq(handoff_count(), 0);
+        }
+    }
+    while (!memmem(c.buf, c.len, "\r\n\r\n", 4))
+        cr_assert_gt(client_fill(&c), 0);
+    cr_assert(!strncmp(c.buf, "HTTP/1.1 101 ", 13), "got %.*s", (int)c.len, c.buf);
+    client_close(&c);
+    int one = 1;
+    cr_assert(wait_until(pred_taken, &one, WAIT_MS));
+    pthread_mutex_lock(&F.lock);
+    cr_assert_str_eq(F.taken_head, "GET /db/slow HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                                   "Connection: Upgrade\r\n\r\n");
+    pthread_mutex_unlock(&F.lock);
+}
+
+/* A silent connection holds nobody up and is closed after peek_timeout_ms. */
+Test(http, silent_connection_closed_after_peek_timeout)
+{
+    config_set_int("peek_timeout_ms", 300);
+    int port = server_start();
+    client silent, c;
+    reply r;
+    cr_assert_eq(client_connect(&silent, port), 0);
+    uint64_t t0 = now_ms();
+    /* Meanwhile other clients are served at once. */
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(client_connect(&c, port), 0);
+        cr_assert_eq(client_request(&c, "GET", "/sync/busy", NULL, NULL, &r), 0);
+        expect_echo(&r, "GET", "/sync/busy", 0);
+        reply_free(&r);
+        client_close(&c);
+    }
+    cr_assert(client_sees_close(&silent), "the silent connection is closed");
+    uint64_t took = now_ms() - t0;
+    cr_assert_geq(took, 250);
+    cr_assert_lt(took, 5000);
+    client_close(&silent);
+    cr_assert(wait_log("sent nothing in time"));
+
+    /* A connection that sent part of a head by the deadline goes to libmicrohttpd, which
+     * answers once the rest arrives. */
+    cr_assert_eq(client_connect(&c, port), 0);
+    cr_assert_eq(client_writes(&c, "GET /sync/late HT"), 0);
+    struct pollfd pfd = {.fd = c.fd, .events = POLLIN};
+    cr_assert_eq(poll(&pfd, 1, 600), 0, "nothing is answered before the head is complete");
+    cr_assert_eq(client_writes(&c, "TP/1.1\r\nHost: t\r\n\r\n"), 0);
+    cr_assert_eq(client_read_reply(&c, &r), 0);
+    expect_echo(&r, "GET", "/sync/late", 0);
+    reply_free(&r);
+    client_close(&c);
+    cr_assert_eq(handoff_count(), 0);
+}
+
+/* A head longer than the peek bound is decided without the rest: libmicrohttpd's. */
+Test(http, long_head_goes_to_the_daemon)
+{
+    F.handoff_mode = HANDOFF_TAKE;
+    int port = server_start();
+    char *extra = malloc(12000);
+    size_t n = 0;
+    for (int i = 0; i < 400; i++)
+        n += (size_t)sprintf(extra + n, "X-Pad-%03d: 0123456789\r\n", i);
+    sprintf(extra + n, UPGRADE_HEADERS);
+    client c;
+    reply r;
+    cr_assert_eq(client_connect(&c, port), 0);
+    cr_assert_eq(client_request(&c, "GET", "/sync/long", extra, NULL, &r), 0);
+    free(extra);
+    expect_echo(&r, "GET", "/sync/long", 0);
+    reply_free(&r);
+    client_close(&c);
+    cr_assert_eq(handoff_count(), 0);
+}
+
+/* A failing hand-off owns the fd (it closed it): logged, the client sees the close. */
+Test(http, upgrade_handoff_failure)
+{
+    F.handoff_mode = HANDOFF_FAIL;
+    int port = server_start();
+    client c;
+    cr_assert_eq(client_connect(&c, port), 0);
+    cr_assert_eq(client_writes(&c, "GET /db/x HTTP/1.1\r\nHost: t\r\n" UPGRADE_HEADERS "\r\n"), 0);
+    cr_assert(client_sees_close(&c));
+    client_close(&c);
+    cr_assert(wait_log("could not be handed over: SHUTDOWN: the WebSocket transport is stopping"));
+    int one = 1;
+    cr_assert(wait_until(pred_handoffs, &one, WAIT_MS));
+}
+
+/* Without the hand-off (an ABI 1.0 host, the key off, or TLS) libmicrohttpd listens itself
+ * and an upgrade is an ordinary GET. */
+static void expect_no_handoff(int port)
+{
+    client c;
+    reply r;
+    cr_assert_not(log_contains("WebSocket upgrades handed over"));
+    cr_assert_eq(client_connect(&c, port), 0);
+    cr_assert_eq(client_request(&c, "GET", "/db/plain", UPGRADE_HEADERS, NULL, &r), 0);
+    expect_echo(&r, "GET", "/db/plain", 0);
+    reply_free(&r);
+    client_close(&c);
+    cr_assert_eq(handoff_count(), 0);
+}
+
+Test(http, abi_1_0_host_keeps_mhd_listener)
+{
+    F.host.struct_size = (uint32_t)offsetof(gs_host, ws_open);
+    F.handoff_mode = HANDOFF_TAKE;
+    expect_no_handoff(server_start());
+}
+
+Test(http, upgrade_handoff_key_off)
+{
+    config_set_int("upgrade_handoff", 0);
+    F.handoff_mode = HANDOFF_TAKE;
+    expect_no_handoff(server_start());
+}
+
+/* Many new connections at once through the acceptor: every one is answered. */
+Test(http, many_new_connections_race_the_acceptor)
+{
+    F.settings.io_threads = 3;
+    F.settings.access_log = 0;
+    F.handoff_mode = HANDOFF_DECLINE;
+    int port = server_start();
+    enum { N = 24 };
+    pthread_t t[N];
+    hold_client hc[N];
+    for (int i = 0; i < N; i++) {
+        hc[i] = (hold_client){.port = port};
+        snprintf(hc[i].path, sizeof hc[i].path, "/async/race%d", i);
+        cr_assert_eq(pthread_create(&t[i], NULL, hold_client_main, &hc[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        cr_assert_eq(hc[i].status, 200, "client %d got %d", i, hc[i].status);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* HTTPS                                                                                      */
 
 static int make_tmpdir(void)
@@ -1819,6 +2170,17 @@ Test(http, https_round_trip)
     cr_assert_not(r.conn_close);
     reply_free(&r);
     client_close(&c);
+
+    /* With TLS nothing is peeked (it would be ciphertext): an upgrade is an ordinary GET. */
+    F.handoff_mode = HANDOFF_TAKE;
+    cr_assert_eq(client_connect(&c, port), 0);
+    cr_assert_eq(client_start_tls(&c, F.cert_path), 0);
+    cr_assert_eq(client_request(&c, "GET", "/db/wss", UPGRADE_HEADERS, NULL, &r), 0);
+    expect_echo(&r, "GET", "/db/wss", 0);
+    reply_free(&r);
+    client_close(&c);
+    cr_assert_eq(handoff_count(), 0);
+    cr_assert_not(log_contains("WebSocket upgrades handed over"));
 
     /* Plain HTTP to the TLS port gets no HTTP answer. */
     cr_assert_eq(client_connect(&c, port), 0);

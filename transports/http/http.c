@@ -4,7 +4,9 @@
  * What it does: listens on server.host:server.port, turns each request into a gs_request
  * for host->api_submit and sends back what the core completes. Routing, JSON, errors and
  * CORS are the core's; this plugin owns sockets, TLS, keep-alive, limits and its threads.
- * The per-request machinery is in request.c; this file is the plugin and its lifecycle.
+ * The per-request machinery is in request.c; the accept thread that shares the port with
+ * WebSocket (upgrades handed to host->upgrade_handoff) is in acceptor.c; this file is the
+ * plugin and its lifecycle.
  *
  * Ownership: the instance copies its config; server settings are the core's and stay valid
  * until destroy. TLS material is read from files at start() and held (key wiped on release)
@@ -60,6 +62,13 @@ static const gs_config_key http_keys[] = {
                  INT64_C(1099511627776),
                  "bytes of a too-large chunked body read and dropped so the client sees the "
                  "413; past it the connection is cut"),
+    HTTP_INT_KEY("upgrade_handoff", "1", upgrade_handoff, 0, 1,
+                 "1 = share the port with WebSocket: accept connections ourselves and hand "
+                 "WebSocket upgrades to the transport that serves them (plain HTTP only; "
+                 "with TLS the WebSocket transport needs its own port)"),
+    HTTP_INT_KEY("peek_timeout_ms", "5000", peek_timeout_ms, 100, 600000,
+                 "with upgrade_handoff: how long a new connection may take to send its request "
+                 "head before it is decided; one that sent nothing by then is closed"),
 };
 
 #define HTTP_KEY_COUNT (sizeof http_keys / sizeof http_keys[0])
@@ -106,7 +115,7 @@ static void lower_first(char *s)
         s[0] = (char)(s[0] - 'A' + 'a');
 }
 
-static void errno_text(int e, char *out, size_t size)
+void gs_http_errno_text(int e, char *out, size_t size)
 {
     char tmp[128];
     const char *t = strerror_r(e, tmp, sizeof tmp); /* GNU variant */
@@ -124,7 +133,7 @@ static gs_status read_pem(gs_http *h, const char *what, const char *path, char *
     struct stat st;
     FILE *f = fopen(path, "rb");
     if (!f || fstat(fileno(f), &st) != 0) {
-        errno_text(errno, why, sizeof why);
+        gs_http_errno_text(errno, why, sizeof why);
         if (f)
             fclose(f);
         return HTTP_FAIL(host, err, "INVALID_CONFIG",
@@ -147,7 +156,7 @@ static gs_status read_pem(gs_http *h, const char *what, const char *path, char *
     }
     size_t n = fread(buf, 1, size, f);
     if (n != size) {
-        errno_text(ferror(f) ? errno : EIO, why, sizeof why);
+        gs_http_errno_text(ferror(f) ? errno : EIO, why, sizeof why);
         problem = why;
     }
     fclose(f);
@@ -282,6 +291,10 @@ static gs_status http_create(const gs_host *host, const void *config, void **ins
     h->host = host;
     h->settings = s;
     h->bound_port = -1;
+    h->acc_listen_fd = h->acc_epoll_fd = h->acc_wake_fd = -1;
+    atomic_init(&h->acc_stop, 0);
+    atomic_init(&h->acc_paused, 0);
+    atomic_init(&h->conn_count, 0);
     atomic_init(&h->stopping, 0);
     atomic_init(&h->closing, 0);
     if (config)
@@ -358,14 +371,26 @@ static gs_status http_start(void *instance, gs_error *err)
                           ? h->cfg.connection_timeout_s
                           : (s->idle_timeout_s > 0 ? s->idle_timeout_s : 0);
     int64_t limit = h->cfg.max_connections > 0 ? h->cfg.max_connections : s->connection_limit;
-    /* The pool splits the limit between threads; keep at least one connection each. */
+    /* Our own acceptor shares the port with WebSocket; it needs a host that takes upgrades,
+     * and plain HTTP (a TLS connection's first bytes are ciphertext). */
+    h->acc_used = !tls && h->cfg.upgrade_handoff &&
+                  GS_HAS_MEMBER(gs_host, upgrade_handoff, host->struct_size) &&
+                  host->upgrade_handoff;
+    h->conn_limit = limit > 0 ? limit : 0;
+    /* The pool splits the limit between threads; keep at least one connection each. With
+     * the acceptor, the acceptor enforces the limit and libmicrohttpd's (doubled, so a burst
+     * that lands unevenly on its threads is not refused) is only a backstop. */
     if (limit > 0 && limit < threads)
         limit = threads;
+    if (h->acc_used && limit > 0)
+        limit = limit > 500000 ? 1000000 : 2 * limit;
 
     unsigned int flags =
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
-    if (h->family == AF_INET6)
+    if (h->acc_used)
+        flags |= MHD_USE_NO_LISTEN_SOCKET;
+    else if (h->family == AF_INET6)
         flags |= MHD_USE_IPv6;
     if (tls)
         flags |= MHD_USE_TLS;
@@ -374,7 +399,10 @@ static gs_status http_start(void *instance, gs_error *err)
     size_t n = 0;
 #define HTTP_OPT(o, v, p) ops[n++] = (struct MHD_OptionItem){(o), (intptr_t)(v), (p)}
     HTTP_OPT(MHD_OPTION_EXTERNAL_LOGGER, &http_mhd_log, h); /* first: logs the others */
-    HTTP_OPT(MHD_OPTION_SOCK_ADDR, 0, &h->addr);
+    if (h->acc_used)
+        HTTP_OPT(MHD_OPTION_NOTIFY_CONNECTION, &gs_http_notify_connection, h);
+    else
+        HTTP_OPT(MHD_OPTION_SOCK_ADDR, 0, &h->addr);
     HTTP_OPT(MHD_OPTION_URI_LOG_CALLBACK, &gs_http_uri_log, h);
     HTTP_OPT(MHD_OPTION_UNESCAPE_CALLBACK, &gs_http_unescape_keep, h);
     HTTP_OPT(MHD_OPTION_NOTIFY_COMPLETED, &gs_http_completed, h);
@@ -403,9 +431,16 @@ static gs_status http_start(void *instance, gs_error *err)
     h->start_log[0] = '\0';
     pthread_mutex_unlock(&h->lock);
 
+    if (h->acc_used && gs_http_acceptor_listen(h, err) != GS_OK) {
+        pthread_mutex_lock(&h->lock);
+        h->capture_log = 0;
+        pthread_mutex_unlock(&h->lock);
+        return GS_ERROR;
+    }
+
     int port = s->port;
-    h->daemon = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, &gs_http_access, h,
-                                 MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
+    h->daemon = MHD_start_daemon(flags, h->acc_used ? 0 : (uint16_t)port, NULL, NULL,
+                                 &gs_http_access, h, MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
 
     char mhd_said[sizeof h->start_log];
     pthread_mutex_lock(&h->lock);
@@ -413,12 +448,19 @@ static gs_status http_start(void *instance, gs_error *err)
     snprintf(mhd_said, sizeof mhd_said, "%s", h->start_log);
     pthread_mutex_unlock(&h->lock);
 
+    if (!h->daemon && h->acc_used) {
+        gs_http_acceptor_stop(h);
+        gs_http_acceptor_close(h);
+        h->bound_port = -1;
+        return HTTP_FAIL(host, err, "INTERNAL_ERROR", "cannot start HTTP on %s: %s", h->addr_text,
+                         mhd_said[0] ? mhd_said : "libmicrohttpd refused to start");
+    }
     if (!h->daemon) {
         free_tls(h);
         int e = probe_bind(h);
         if (e) {
             char why[128];
-            errno_text(e, why, sizeof why);
+            gs_http_errno_text(e, why, sizeof why);
             int config_fault = e == EADDRNOTAVAIL || e == EACCES || e == EAFNOSUPPORT;
             return HTTP_FAIL(host, err, config_fault ? "INVALID_CONFIG" : "INTERNAL_ERROR",
                              "cannot listen on %s: %s", h->addr_text, why);
@@ -428,12 +470,23 @@ static gs_status http_start(void *instance, gs_error *err)
                          mhd_said[0] ? mhd_said : "libmicrohttpd refused to start");
     }
 
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    h->bound_port = info && info->port ? info->port : port;
+    if (h->acc_used) {
+        if (gs_http_acceptor_start(h, err) != GS_OK) {
+            MHD_stop_daemon(h->daemon);
+            h->daemon = NULL;
+            h->bound_port = -1;
+            return GS_ERROR;
+        }
+    } else {
+        const union MHD_DaemonInfo *info =
+            MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+        h->bound_port = info && info->port ? info->port : port;
+    }
     host->log(host, GS_LOG_INFO, GS_HTTP_COMPONENT,
-              "serving %s on %s (bound port %d, %d I/O thread%s, idle timeout %ds)",
+              "serving %s on %s (bound port %d, %d I/O thread%s, idle timeout %ds%s)",
               tls ? "HTTPS" : "HTTP", h->addr_text, h->bound_port, (int)threads,
-              threads == 1 ? "" : "s", (int)timeout);
+              threads == 1 ? "" : "s", (int)timeout,
+              h->acc_used ? ", WebSocket upgrades handed over" : "");
     return GS_OK;
 }
 
@@ -467,9 +520,13 @@ static void http_stop(void *instance)
 
     /* 1. Stop accepting; answers from now on close their connection. */
     atomic_store(&h->stopping, 1);
-    MHD_socket lfd = MHD_quiesce_daemon(h->daemon);
-    if (lfd != MHD_INVALID_SOCKET)
-        close(lfd);
+    if (h->acc_used) {
+        gs_http_acceptor_stop(h); /* connections still being peeked at are closed */
+    } else {
+        MHD_socket lfd = MHD_quiesce_daemon(h->daemon);
+        if (lfd != MHD_INVALID_SOCKET)
+            close(lfd);
+    }
 
     /* 2. Let in-flight requests be answered and written, for at most stop_timeout_ms. */
     pthread_mutex_lock(&h->lock);
@@ -498,6 +555,9 @@ static void http_stop(void *instance)
     /* 4. Close every connection; MHD reports each unfinished request as completed. */
     MHD_stop_daemon(h->daemon);
     h->daemon = NULL;
+    if (h->acc_used)
+        gs_http_acceptor_close(h);
+    h->acc_used = 0;
     h->bound_port = -1;
     free_tls(h);
     host->log(host, GS_LOG_INFO, GS_HTTP_COMPONENT, "stopped serving on %s", h->addr_text);
