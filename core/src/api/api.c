@@ -1,4 +1,5 @@
 #include "api.h"
+#include "api_internal.h"
 
 #include "../base/alloc.h"
 #include "../base/buf.h"
@@ -14,39 +15,24 @@
 #include <strings.h>
 #include <time.h>
 
-struct gs_api {
-    gs_registry *reg;
-    gs_operations *ops;
-    int accept_sql;
-    int accept_backup_restore;
-    uint64_t max_body_bytes;
-    gs_api_cors cors;
-    gs_api_hook *hooks;
-    size_t hook_count;
-    atomic_int shutting_down;
-    pthread_mutex_t mu;
-    pthread_cond_t idle;
-    int64_t inflight;
-};
-
-/* How a database result is wrapped in the response body. */
-typedef enum { WRAP_RAW, WRAP_ROWS, WRAP_RESULTS } wrap_kind;
-
-/* One request in flight: what the answer needs once the database replies. */
+/* One HTTP request in flight: what the answer needs once the database replies. */
 typedef struct api_call {
     gs_api *api;
     void (*complete)(void *user, const gs_response *resp);
     void *user;
-    char *origin; /* request Origin, for CORS on the answer */
-    gs_database *db;
-    json_t *body;
+    char *origin;    /* request Origin, for CORS on the answer */
+    gs_database *db; /* held by the backup and sync routes while they answer */
     json_t *identity;
-    json_t *resolved; /* registered operation arguments */
-    gs_db_stmt *stmts;
-    wrap_kind wrap;
 } api_call;
 
-static void inflight_done(gs_api *api)
+void gs_api_inflight_add(gs_api *api)
+{
+    pthread_mutex_lock(&api->mu);
+    api->inflight++;
+    pthread_mutex_unlock(&api->mu);
+}
+
+void gs_api_inflight_done(gs_api *api)
 {
     pthread_mutex_lock(&api->mu);
     if (--api->inflight == 0)
@@ -58,10 +44,7 @@ static void call_free(api_call *c)
 {
     if (c->db)
         gs_registry_release(c->api->reg, c->db);
-    json_decref(c->body);
     json_decref(c->identity);
-    json_decref(c->resolved);
-    gs_free(c->stmts);
     gs_free(c->origin);
     gs_free(c);
 }
@@ -112,7 +95,7 @@ static void respond(api_call *c, int status, const char *body, size_t len, const
     gs_api *api = c->api;
     c->complete(c->user, &r);
     call_free(c);
-    inflight_done(api);
+    gs_api_inflight_done(api);
 }
 
 static void respond_error(api_call *c, const gs_error *err)
@@ -149,24 +132,33 @@ static void respond_json(api_call *c, int status, const char *json)
 
 /* ---- database completion ---- */
 
-static void db_done(void *user, const gs_db_reply *reply)
+void gs_api_append_result(gs_buf *b, gs_api_wrap wrap, const char *json, size_t len)
 {
-    api_call *c = user;
-    if (reply->status != GS_OK) {
-        gs_error e;
-        gs_error_copy(&e, &reply->err);
-        respond_error(c, &e);
+    if (wrap == GS_API_WRAP_RAW) {
+        gs_buf_append(b, json, len);
         return;
     }
-    if (c->wrap == WRAP_RAW) {
-        respond(c, 200, reply->json, reply->json_len, NULL);
+    gs_buf_puts(b, wrap == GS_API_WRAP_ROWS ? "{\"rows\":" : "{\"results\":");
+    gs_buf_append(b, json, len);
+    gs_buf_putc(b, '}');
+}
+
+static void http_stmt_done(void *user, gs_status st, const gs_error *err, gs_api_wrap wrap,
+                           const char *json, size_t len, int retry_after_s)
+{
+    api_call *c = user;
+    (void)retry_after_s; /* WRITE_OVERLOADED answers Retry-After: 1 (respond_error) */
+    if (st != GS_OK) {
+        respond_error(c, err);
+        return;
+    }
+    if (wrap == GS_API_WRAP_RAW) {
+        respond(c, 200, json, len, NULL);
         return;
     }
     gs_buf b;
     gs_buf_init(&b);
-    gs_buf_puts(&b, c->wrap == WRAP_ROWS ? "{\"rows\":" : "{\"results\":");
-    gs_buf_append(&b, reply->json, reply->json_len);
-    gs_buf_putc(&b, '}');
+    gs_api_append_result(&b, wrap, json, len);
     if (b.oom)
         respond_code(c, "INTERNAL_ERROR", "out of memory building the response%s", "");
     else
@@ -176,18 +168,10 @@ static void db_done(void *user, const gs_db_reply *reply)
 
 /* ---- hooks ---- */
 
-/* Run the authenticate chain. GS_OK with *identity (or NULL = anonymous), else err. */
-static gs_status authenticate(gs_api *api, const gs_request *req, const char *path,
-                              const char *database_id, json_t **identity, gs_error *err)
+gs_status gs_api_authenticate(gs_api *api, const gs_auth_context *ctx, json_t **identity,
+                              gs_error *err)
 {
     *identity = NULL;
-    gs_auth_context ctx = {.struct_size = sizeof ctx,
-                           .method = req->method,
-                           .path = path,
-                           .database_id = database_id,
-                           .headers = req->headers,
-                           .header_count = req->header_count,
-                           .remote_address = req->remote_address};
     for (size_t i = 0; i < api->hook_count; i++) {
         const gs_api_hook *h = &api->hooks[i];
         if (!GS_HAS_MEMBER(gs_hook_vtable, authenticate, h->vt->struct_size) ||
@@ -195,7 +179,7 @@ static gs_status authenticate(gs_api *api, const gs_request *req, const char *pa
             continue;
         char *text = NULL;
         gs_error_init(err);
-        gs_status st = h->vt->authenticate(h->instance, &ctx, &text, err);
+        gs_status st = h->vt->authenticate(h->instance, ctx, &text, err);
         if (st == GS_DECLINED) {
             gs_free(text);
             continue;
@@ -231,7 +215,7 @@ static gs_status authenticate(gs_api *api, const gs_request *req, const char *pa
 }
 
 /* beforeQuery: every hook may deny a statement. */
-static gs_status before_query(gs_api *api, const char *database_id, const char *sql, json_t *params,
+gs_status gs_api_before_query(gs_api *api, const char *database_id, const char *sql, json_t *params,
                               json_t *identity, int is_write, gs_error *err)
 {
     char *params_json = NULL, *identity_json = NULL;
@@ -350,19 +334,157 @@ static void serve_preflight(api_call *c, const gs_request *req)
     gs_api *api = c->api;
     c->complete(c->user, &r);
     call_free(c);
-    inflight_done(api);
+    gs_api_inflight_done(api);
 }
 
 /* ---- /db/{id} routes ---- */
 
-static gs_status submit_db(api_call *c, const char *database_id, gs_db_request *dreq, gs_error *err)
+/* ---- the statement runner (HTTP routes and WebSocket messages) ---- */
+
+/* One statement operation between submit and the database's answer. */
+typedef struct stmt_run {
+    gs_api *api;
+    gs_database *acquired; /* released after the answer; NULL when the caller lent db */
+    gs_api_wrap wrap;
+    gs_api_result_fn done;
+    void *user;
+} stmt_run;
+
+static void stmt_run_done(void *user, const gs_db_reply *reply)
 {
-    c->db = gs_registry_acquire(c->api->reg, database_id, err);
-    if (!c->db)
-        return GS_ERROR;
-    dreq->done = db_done;
-    dreq->user = c;
-    return gs_db_submit(c->db, dreq, err);
+    stmt_run *r = user;
+    if (reply->status != GS_OK)
+        r->done(r->user, GS_ERROR, &reply->err, r->wrap, NULL, 0, reply->retry_after_s);
+    else
+        r->done(r->user, GS_OK, NULL, r->wrap, reply->json, reply->json_len, 0);
+    if (r->acquired)
+        gs_registry_release(r->api->reg, r->acquired);
+    gs_free(r);
+}
+
+static int is_named(gs_route_action a)
+{
+    return a == GS_ROUTE_QUERY_NAMED || a == GS_ROUTE_EXECUTE_NAMED;
+}
+
+/* WebSocket flavour of a validation error: INVALID_MESSAGE (spec 05 Value Encoding). */
+static gs_status ws_flavour(int ws, gs_error *err)
+{
+    if (ws && (strcmp(err->code, "INVALID_REQUEST") == 0 ||
+               strcmp(err->code, "INVALID_DURABILITY") == 0)) {
+        char msg[sizeof err->message];
+        memcpy(msg, err->message, sizeof msg);
+        gs_error_set(err, 0, "INVALID_MESSAGE", "%s", msg);
+    }
+    return GS_ERROR;
+}
+
+gs_status gs_api_check_statement(gs_api *api, gs_route_action action, const char *database_id,
+                                 const char *name, const gs_operation **op, gs_error *err)
+{
+    *op = NULL;
+    if (!is_named(action)) {
+        if (!api->accept_sql)
+            return gs_error_set(err, 0, "SQL_NOT_ACCEPTED",
+                                "this server accepts registered operations only, not SQL "
+                                "(server.accept_sql is false)");
+        return GS_OK;
+    }
+    *op = gs_operations_find(api->ops, database_id, name,
+                             action == GS_ROUTE_QUERY_NAMED ? GS_OP_READ : GS_OP_WRITE);
+    if (!*op)
+        return gs_error_set(err, 0, "UNKNOWN_QUERY",
+                            action == GS_ROUTE_QUERY_NAMED
+                                ? "no registered read named '%s' for this database"
+                                : "no registered write named '%s' for this database",
+                            name);
+    return GS_OK;
+}
+
+gs_status gs_api_run_statement(gs_api *api, const gs_api_stmt_call *call, gs_error *err)
+{
+    int named = is_named(call->action);
+    const gs_operation *op = call->op;
+    if (!named || !op) {
+        const char *name = named ? json_string_value(json_object_get(call->body, "name")) : NULL;
+        if (named && !name)
+            return gs_error_set(err, 0, call->ws ? "INVALID_MESSAGE" : "INVALID_REQUEST",
+                                "a registered operation needs a string 'name'");
+        if (gs_api_check_statement(api, call->action, call->database_id, name, &op, err))
+            return GS_ERROR;
+    }
+
+    gs_db_request dreq;
+    gs_db_stmt *stmts = NULL;
+    json_t *resolved = NULL;
+    if (gs_body_to_db_request(call->action, call->body, &dreq, &stmts, err) != GS_OK)
+        return ws_flavour(call->ws, err);
+
+    if (named) {
+        json_t *args = json_object_get(call->body, "args");
+        resolved = gs_operation_resolve_args(op, args, call->identity, err);
+        if (!resolved) {
+            gs_free(stmts);
+            return ws_flavour(call->ws, err);
+        }
+        gs_free(stmts);
+        stmts = gs_calloc(op->statement_count, sizeof *stmts);
+        if (!stmts) {
+            json_decref(resolved);
+            return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+        }
+        for (size_t i = 0; i < op->statement_count; i++) {
+            stmts[i].sql = op->statements[i];
+            stmts[i].params = resolved;
+        }
+        dreq.stmts = stmts;
+        dreq.stmt_count = op->statement_count;
+        dreq.kind = op->kind == GS_OP_READ ? GS_DB_QUERY : GS_DB_TRANSACTION;
+    }
+
+    gs_status st = GS_OK;
+    for (size_t i = 0; i < dreq.stmt_count && st == GS_OK; i++) {
+        json_t *params = dreq.stmts[i].params;
+        if (!params && dreq.params_batch)
+            params = dreq.params_batch;
+        st = gs_api_before_query(api, call->database_id, dreq.stmts[i].sql, params, call->identity,
+                                 dreq.kind != GS_DB_QUERY, err);
+    }
+
+    stmt_run *r = NULL;
+    if (st == GS_OK && !(r = gs_malloc(sizeof *r)))
+        st = gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+    gs_database *db = call->db;
+    if (st == GS_OK) {
+        r->api = api;
+        r->acquired = NULL;
+        r->done = call->done;
+        r->user = call->user;
+        switch (dreq.kind) {
+        case GS_DB_QUERY: r->wrap = GS_API_WRAP_ROWS; break;
+        case GS_DB_TRANSACTION:
+        case GS_DB_BATCH: r->wrap = GS_API_WRAP_RESULTS; break;
+        default: r->wrap = GS_API_WRAP_RAW; break;
+        }
+        if (!db && !(db = r->acquired = gs_registry_acquire(api->reg, call->database_id, err)))
+            st = GS_ERROR;
+    }
+    if (st == GS_OK) {
+        dreq.done = stmt_run_done;
+        dreq.user = r;
+        /* The database copies the request: stmts and resolved go once this returns. */
+        if (gs_db_submit(db, &dreq, err) != GS_OK) {
+            st = ws_flavour(call->ws, err);
+            if (r->acquired)
+                gs_registry_release(api->reg, r->acquired);
+            gs_free(r);
+        }
+    } else {
+        gs_free(r);
+    }
+    gs_free(stmts);
+    json_decref(resolved);
+    return st;
 }
 
 static void serve_db(api_call *c, const gs_request *req, const gs_route *rt)
@@ -371,7 +493,14 @@ static void serve_db(api_call *c, const gs_request *req, const gs_route *rt)
     gs_error err;
     gs_error_init(&err);
 
-    if (authenticate(api, req, rt->path, rt->database_id, &c->identity, &err) != GS_OK) {
+    gs_auth_context actx = {.struct_size = sizeof actx,
+                            .method = req->method,
+                            .path = rt->path,
+                            .database_id = rt->database_id,
+                            .headers = req->headers,
+                            .header_count = req->header_count,
+                            .remote_address = req->remote_address};
+    if (gs_api_authenticate(api, &actx, &c->identity, &err) != GS_OK) {
         respond_error(c, &err);
         return;
     }
@@ -425,80 +554,27 @@ static void serve_db(api_call *c, const gs_request *req, const gs_route *rt)
     default: break;
     }
 
-    int named = rt->action == GS_ROUTE_QUERY_NAMED || rt->action == GS_ROUTE_EXECUTE_NAMED;
-    if (!named && !api->accept_sql) {
-        respond_code(c, "SQL_NOT_ACCEPTED",
-                     "this server accepts registered operations only, not SQL "
-                     "(server.accept_sql is false)%s",
-                     "");
-        return;
-    }
-
     const gs_operation *op = NULL;
-    if (named) {
-        op = gs_operations_find(api->ops, rt->database_id, rt->name,
-                                rt->action == GS_ROUTE_QUERY_NAMED ? GS_OP_READ : GS_OP_WRITE);
-        if (!op) {
-            respond_code(c, "UNKNOWN_QUERY",
-                         rt->action == GS_ROUTE_QUERY_NAMED
-                             ? "no registered read named '%s' for this database"
-                             : "no registered write named '%s' for this database",
-                         rt->name);
-            return;
-        }
-    }
-
-    if (gs_body_parse(req->body, req->body_len, named, &c->body, &err) != GS_OK) {
+    if (gs_api_check_statement(api, rt->action, rt->database_id, rt->name, &op, &err) != GS_OK) {
         respond_error(c, &err);
         return;
     }
 
-    gs_db_request dreq;
-    memset(&dreq, 0, sizeof dreq);
-    if (gs_body_to_db_request(rt->action, c->body, &dreq, &c->stmts, &err) != GS_OK) {
+    json_t *body = NULL;
+    if (gs_body_parse(req->body, req->body_len, is_named(rt->action), &body, &err) != GS_OK) {
         respond_error(c, &err);
         return;
     }
-
-    if (named) {
-        json_t *args = json_object_get(c->body, "args");
-        c->resolved = gs_operation_resolve_args(op, args, c->identity, &err);
-        if (!c->resolved) {
-            respond_error(c, &err);
-            return;
-        }
-        c->stmts = gs_calloc(op->statement_count, sizeof *c->stmts);
-        if (!c->stmts) {
-            respond_code(c, "INTERNAL_ERROR", "out of memory%s", "");
-            return;
-        }
-        for (size_t i = 0; i < op->statement_count; i++) {
-            c->stmts[i].sql = op->statements[i];
-            c->stmts[i].params = c->resolved;
-        }
-        dreq.stmts = c->stmts;
-        dreq.stmt_count = op->statement_count;
-        dreq.kind = op->kind == GS_OP_READ ? GS_DB_QUERY : GS_DB_TRANSACTION;
-    }
-
-    for (size_t i = 0; i < dreq.stmt_count; i++) {
-        json_t *params = dreq.stmts[i].params;
-        if (!params && dreq.params_batch)
-            params = dreq.params_batch;
-        if (before_query(api, rt->database_id, dreq.stmts[i].sql, params, c->identity,
-                         dreq.kind != GS_DB_QUERY, &err) != GS_OK) {
-            respond_error(c, &err);
-            return;
-        }
-    }
-
-    switch (dreq.kind) {
-    case GS_DB_QUERY: c->wrap = WRAP_ROWS; break;
-    case GS_DB_TRANSACTION:
-    case GS_DB_BATCH: c->wrap = WRAP_RESULTS; break;
-    default: c->wrap = WRAP_RAW; break;
-    }
-    if (submit_db(c, rt->database_id, &dreq, &err) != GS_OK)
+    gs_api_stmt_call call = {.action = rt->action,
+                             .database_id = rt->database_id,
+                             .op = op,
+                             .body = body,
+                             .identity = c->identity,
+                             .done = http_stmt_done,
+                             .user = c};
+    gs_status st = gs_api_run_statement(api, &call, &err);
+    json_decref(body);
+    if (st != GS_OK)
         respond_error(c, &err);
 }
 
@@ -530,9 +606,7 @@ gs_status gs_api_submit(gs_api *api, const gs_request *req)
     const char *origin = header_get(req, "origin");
     if (origin && api->cors.enabled)
         c->origin = gs_strdup(origin);
-    pthread_mutex_lock(&api->mu);
-    api->inflight++;
-    pthread_mutex_unlock(&api->mu);
+    gs_api_inflight_add(api);
 
     if (atomic_load(&api->shutting_down)) {
         respond_code(c, "SHUTDOWN", "the server is shutting down; retry on another node%s", "");
@@ -617,6 +691,11 @@ gs_status gs_api_new(const gs_api_options *opts, gs_registry *registry, gs_api *
 void gs_api_begin_shutdown(gs_api *api)
 {
     atomic_store(&api->shutting_down, 1);
+    pthread_mutex_lock(&api->mu);
+    void (*ws_shutdown)(gs_api *) = api->ws_shutdown;
+    pthread_mutex_unlock(&api->mu);
+    if (ws_shutdown)
+        ws_shutdown(api);
 }
 
 int gs_api_wait_idle(gs_api *api, int64_t timeout_ms)
@@ -642,6 +721,8 @@ void gs_api_free(gs_api *api)
 {
     if (!api)
         return;
+    if (api->ws_free)
+        api->ws_free(api); /* every session has ended: the node stopped its transports */
     for (size_t i = 0; i < api->cors.origin_count; i++)
         gs_free((void *)api->cors.origins[i]);
     gs_free((void *)api->cors.origins);
