@@ -7,6 +7,7 @@
 #include "base/alloc.h"
 #include "base/error.h"
 #include "base/log.h"
+#include "node/migrate_cmd.h"
 #include "node/node.h"
 
 #include <getopt.h>
@@ -20,6 +21,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: gatestream --config FILE [--host H] [--port N] [--data-dir DIR]\n"
                "       gatestream --check-config FILE\n"
                "       gatestream --describe-plugin NAME\n"
+               "       gatestream migrate --config FILE --db ID [--to N] [--rollback] [--status]\n"
                "       gatestream --version | --help\n"
                "\n"
                "  --config FILE          run a node from this YAML file\n"
@@ -45,6 +47,8 @@ static int fail(const gs_error *err)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "migrate") == 0) /* a subcommand with its own options */
+        return gs_migrate_command(argc - 1, argv + 1);
     enum { OPT_CHECK = 256, OPT_DESCRIBE, OPT_HOST, OPT_PORT, OPT_DATA, OPT_LOG };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},

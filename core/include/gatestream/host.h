@@ -126,7 +126,7 @@ typedef struct gs_ws_open_request {
     const gs_header *headers; /**< upgrade request headers (sec-websocket-protocol included) */
     size_t header_count;
     const char *remote_address;
-    const gs_ws_sink *sink;   /**< copied by the core */
+    const gs_ws_sink *sink; /**< copied by the core */
 } gs_ws_open_request;
 
 /** The core's answer to an upgrade. @since 1.1 */
@@ -196,8 +196,7 @@ typedef struct gs_host {
                          gs_ws_open_result *result, gs_error *err);
     /** @since 1.1 One complete text (or binary) message from the client; data valid for the
      * call only. Oversized messages are the transport's to refuse: call ws_too_large. */
-    void (*ws_message)(const struct gs_host *host, void *session, const char *data,
-                       size_t len);
+    void (*ws_message)(const struct gs_host *host, void *session, const char *data, size_t len);
     /** @since 1.1 The client sent a message over max_body_bytes (the transport discarded it):
      * the core answers PAYLOAD_TOO_LARGE. */
     void (*ws_too_large)(const struct gs_host *host, void *session);
@@ -208,8 +207,9 @@ typedef struct gs_host {
     void (*ws_close)(const struct gs_host *host, void *session);
     /**
      * @since 1.1 Hand an accepted TCP connection whose request is a WebSocket upgrade (its
-     * bytes peeked, not yet read) to the client transport that serves upgrades. GS_OK: that
-     * transport owns fd. GS_DECLINED: no transport serves upgrades; the caller keeps fd.
+     * bytes peeked, not yet read) to the client transport that serves upgrades. GS_DECLINED:
+     * no transport serves upgrades and the caller keeps fd; any other answer means fd is no
+     * longer the caller's (the receiving transport closes it on failure).
      */
     gs_status (*upgrade_handoff)(const struct gs_host *host, int fd, const struct sockaddr *addr,
                                  socklen_t addrlen, gs_error *err);

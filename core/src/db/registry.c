@@ -42,6 +42,7 @@ struct gs_registry {
     int tenant_create;
     gs_db_options tenant_options;
     int64_t max_open;
+    gs_migration_set *migrations; /* applied on every open; NULL = no migration step */
     entry **buckets;
     size_t nbuckets;
     size_t count;   /* registered entries, opening ones included */
@@ -103,8 +104,10 @@ gs_registry *gs_registry_new(const gs_registry_options *opts)
     reg->tenant_ext = gs_strdup(o.tenant_extension ? o.tenant_extension : ".db");
     reg->tenant_sync =
         gs_strdup(o.tenant_options.synchronous ? o.tenant_options.synchronous : "normal");
+    reg->migrations = gs_migration_set_copy(o.migrations);
     if (!reg->buckets || (o.tenant_dir && !reg->tenant_dir) || !reg->tenant_ext ||
-        !reg->tenant_sync) {
+        !reg->tenant_sync || (o.migrations && !reg->migrations)) {
+        gs_migration_set_free(reg->migrations);
         gs_free(reg->buckets);
         gs_free(reg->tenant_dir);
         gs_free(reg->tenant_ext);
@@ -296,6 +299,30 @@ static gs_database *wait_open(gs_registry *reg, entry *e, gs_error *err, entry *
     return NULL;
 }
 
+/* Apply the registry's migrations to a database just opened and not yet registered. On
+ * failure the database is closed and freed and NULL returned with err set. */
+static gs_database *migrate_opened(gs_registry *reg, gs_database *db, gs_error *err)
+{
+    if (!db || !reg->migrations)
+        return db;
+    gs_migration_report r;
+    gs_migration_report_init(&r);
+    gs_status st =
+        gs_db_migrate(db, GS_MIGRATE_UP, reg->migrations, GS_MIGRATION_NO_TARGET, &r, err);
+    gs_migration_report_free(&r);
+    if (st == GS_OK)
+        return db;
+    if (strncmp(err->code, "MIGRATION_", 10) != 0) {
+        char why[sizeof err->message];
+        snprintf(why, sizeof why, "%s", err->message);
+        gs_error_set(err, 0, "DATABASE_OPEN_FAILED",
+                     "database '%s' could not run its migrations: %s", gs_db_id(db), why);
+    }
+    gs_db_close(db);
+    gs_db_free(db);
+    return NULL;
+}
+
 /* ---- public ---- */
 
 gs_status gs_registry_open(gs_registry *reg, const char *id, const char *path,
@@ -326,6 +353,7 @@ gs_status gs_registry_open(gs_registry *reg, const char *id, const char *path,
         return GS_ERROR;
     gs_database *db = NULL;
     gs_db_open(id, path, opts, &db, err);
+    db = migrate_opened(reg, db, err);
     return finish_open(reg, e, db, 0, err) ? GS_OK : GS_ERROR;
 }
 
@@ -430,6 +458,7 @@ gs_database *gs_registry_acquire(gs_registry *reg, const char *id, gs_error *err
             gs_db_options o = reg->tenant_options;
             o.create = reg->tenant_create;
             gs_db_open(id, path, &o, &db, err);
+            db = migrate_opened(reg, db, err);
         }
         gs_free(path);
     }
@@ -500,6 +529,11 @@ void gs_registry_shutdown(gs_registry *reg)
     pthread_mutex_unlock(&reg->lock);
 }
 
+const gs_migration_set *gs_registry_migrations(const gs_registry *reg)
+{
+    return reg ? reg->migrations : NULL;
+}
+
 void gs_registry_free(gs_registry *reg)
 {
     if (!reg)
@@ -510,6 +544,7 @@ void gs_registry_free(gs_registry *reg)
     gs_free(reg->tenant_dir);
     gs_free(reg->tenant_ext);
     gs_free(reg->tenant_sync);
+    gs_migration_set_free(reg->migrations);
     pthread_mutex_destroy(&reg->lock);
     pthread_cond_destroy(&reg->cond);
     gs_free(reg);

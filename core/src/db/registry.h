@@ -12,6 +12,7 @@
 #define GS_DB_REGISTRY_H
 
 #include "database.h"
+#include "migrations.h"
 
 typedef struct gs_registry gs_registry;
 
@@ -23,6 +24,12 @@ typedef struct gs_registry_options {
     int tenant_create;            /**< create missing tenant files (default 0: only existing) */
     gs_db_options tenant_options; /**< options for auto-opened databases */
     int64_t max_open;             /**< 0 = unlimited; else MAX_DATABASES past it */
+    /** Registry migrations (spec 02): when set, every open (direct or auto) applies the
+     * pending ones before the database is registered; a read-only open skips them. A
+     * migration failure closes the database, leaves it unregistered and returns the
+     * migration's error unchanged; any other failure of the step is DATABASE_OPEN_FAILED.
+     * Copied by gs_registry_new. */
+    const gs_migration_set *migrations;
 } gs_registry_options;
 
 void gs_registry_options_default(gs_registry_options *o);
@@ -41,6 +48,8 @@ void gs_registry_each(gs_registry *reg, void (*fn)(void *user, gs_database *db),
 /** Close every database (drain writes, checkpoint) and refuse further opens. Idempotent. */
 void gs_registry_shutdown(gs_registry *reg);
 void gs_registry_free(gs_registry *reg);
+/** The registry's migration set (spec registryMigrations()), or NULL when none. */
+const gs_migration_set *gs_registry_migrations(const gs_registry *reg);
 
 /** ^[a-zA-Z0-9][a-zA-Z0-9_-]*$ and at most 255 bytes. */
 int gs_tenant_id_valid(const char *id);

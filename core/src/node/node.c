@@ -5,11 +5,14 @@
 #include <gatestream/host.h>
 
 #include "../api/api.h"
+#include "../api/ws.h"
 #include "../base/alloc.h"
 #include "../base/error.h"
 #include "../base/log.h"
 #include "../base/workpool.h"
 #include "../config/config.h"
+#include "../db/migrations.h"
+#include "../db/cdc.h"
 #include "../db/registry.h"
 #include "../plugin/loader.h"
 #include "settings.h"
@@ -45,6 +48,8 @@ struct gs_node {
     gs_instance *instances;
     size_t instance_count;
     gs_registry *reg;
+    gs_migration_set **migrations;       /* per databases[] entry, or NULL */
+    gs_migration_set *tenant_migrations; /* tenants.migrations, or NULL */
     gs_api *api;
     gs_workpool *pool;
     int started;
@@ -110,6 +115,63 @@ static void host_error_set(gs_error *err, int status, const char *code, const ch
     va_end(ap);
 }
 
+/* ---- WebSocket sessions and the upgrade hand-off (ABI 1.1) ---- */
+
+static gs_status host_ws_open(const gs_host *host, const gs_ws_open_request *req,
+                              gs_ws_open_result *res, gs_error *err)
+{
+    gs_node *n = host->core;
+    if (!n->api) {
+        memset(res, 0, sizeof *res);
+        res->close_code = 1013;
+        snprintf(res->reason, sizeof res->reason, "SHUTDOWN: the server is not serving");
+        return gs_error_set(err, 0, "SHUTDOWN", "the server is not serving");
+    }
+    return gs_ws_open(n->api, req, res, err);
+}
+
+static void host_ws_message(const gs_host *host, void *session, const char *data, size_t len)
+{
+    gs_node *n = host->core;
+    if (n->api)
+        gs_ws_message(n->api, session, data, len);
+}
+
+static void host_ws_too_large(const gs_host *host, void *session)
+{
+    gs_node *n = host->core;
+    if (n->api)
+        gs_ws_too_large(n->api, session);
+}
+
+static void host_ws_close(const gs_host *host, void *session)
+{
+    gs_node *n = host->core;
+    if (n->api)
+        gs_ws_close(n->api, session);
+}
+
+/* An accepted connection whose request is a WebSocket upgrade (from the transport that
+ * listens on the server port): to the first serving client transport that adopts upgrades.
+ * Runs on that transport's accept thread, so `started` is read atomically. GS_DECLINED: none
+ * serves upgrades, the caller keeps fd; any other answer: the adopting transport owns fd. */
+static gs_status host_upgrade_handoff(const gs_host *host, int fd, const struct sockaddr *addr,
+                                      socklen_t addrlen, gs_error *err)
+{
+    gs_node *n = host->core;
+    for (size_t i = 0; i < n->instance_count; i++) {
+        gs_instance *inst = &n->instances[i];
+        if (inst->kind != GS_KIND_CLIENT_TRANSPORT || !inst->plugin ||
+            !__atomic_load_n(&inst->started, __ATOMIC_ACQUIRE))
+            continue;
+        const gs_client_transport_vtable *vt = inst->plugin->desc->vtable;
+        if (GS_HAS_MEMBER(gs_client_transport_vtable, adopt_upgrade, vt->struct_size) &&
+            vt->adopt_upgrade)
+            return vt->adopt_upgrade(inst->instance, fd, addr, addrlen, err);
+    }
+    return GS_DECLINED;
+}
+
 static void host_init(gs_node *n)
 {
     gs_host *h = &n->host;
@@ -128,9 +190,52 @@ static void host_init(gs_node *n)
     h->server_settings = host_server_settings;
     h->api_submit = host_api_submit;
     h->error_set = host_error_set;
+    h->ws_open = host_ws_open;
+    h->ws_message = host_ws_message;
+    h->ws_too_large = host_ws_too_large;
+    h->ws_close = host_ws_close;
+    h->upgrade_handoff = host_upgrade_handoff;
 }
 
 /* ---- loading ---- */
+
+static char *join_path(const char *dir, const char *file);
+
+/* Read every databases[].migrations folder (and tenants.migrations) now, so --check-config
+ * proves the files. */
+static gs_status load_migrations(gs_node *n, gs_error *err)
+{
+    if (n->s.tenants.migrations) {
+        char *dir = join_path(n->config_dir, n->s.tenants.migrations);
+        if (!dir)
+            return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+        gs_status st = gs_migrations_load_dir(dir, &n->tenant_migrations, err);
+        gs_free(dir);
+        if (st != GS_OK) {
+            gs_error_prefix(err, "%s: tenants.migrations", n->doc->file);
+            return GS_ERROR;
+        }
+    }
+    const gs_settings_db *dbs = n->s.databases.items;
+    size_t count = n->s.databases.count;
+    n->migrations = gs_calloc(count ? count : 1, sizeof *n->migrations);
+    if (!n->migrations)
+        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+    for (size_t i = 0; i < count; i++) {
+        if (!dbs[i].migrations)
+            continue;
+        char *dir = join_path(n->config_dir, dbs[i].migrations);
+        if (!dir)
+            return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+        gs_status st = gs_migrations_load_dir(dir, &n->migrations[i], err);
+        gs_free(dir);
+        if (st != GS_OK) {
+            gs_error_prefix(err, "%s: databases[%zu].migrations", n->doc->file, i);
+            return GS_ERROR;
+        }
+    }
+    return GS_OK;
+}
 
 static gs_status load_plugins(gs_node *n, gs_error *err)
 {
@@ -315,6 +420,7 @@ gs_status gs_node_load(const char *config_path, const gs_overrides *ov, gs_node 
         gs_cfg_fill(n->doc, n->doc->root, "", keys, nkeys, sizeof(gs_config_key), &n->s, &n->arena,
                     err) != GS_OK ||
         load_plugins(n, err) != GS_OK || validate_cross_refs(n, err) != GS_OK ||
+        load_migrations(n, err) != GS_OK ||
         (fill_server_settings(n), create_instances(n, err)) != GS_OK) {
         if (!n->config_dir)
             gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
@@ -355,9 +461,59 @@ static char *join_path(const char *dir, const char *file)
     return p;
 }
 
-static void db_options_from(gs_db_options *o, const gs_settings_db *d)
+/* Apply a database's pending migrations before anything can serve it (the transports start
+ * later). A read-only database skips them. */
+static gs_status migrate_database(gs_node *n, const char *id, const gs_migration_set *set,
+                                  gs_error *err)
+{
+    gs_database *db = gs_registry_acquire(n->reg, id, err);
+    if (!db)
+        return GS_ERROR;
+    gs_migration_report r;
+    gs_migration_report_init(&r);
+    gs_status st = gs_db_migrate(db, GS_MIGRATE_UP, set, GS_MIGRATION_NO_TARGET, &r, err);
+    if (st == GS_OK && r.read_only)
+        gs_log(GS_LOG_WARN, "core", "database '%s' is read-only: its migrations were skipped", id);
+    else if (st == GS_OK)
+        gs_log(GS_LOG_INFO, "core",
+               "database '%s' schema at version %lld (%zu migration(s) applied)", id,
+               (long long)r.user_version, r.done_count);
+    gs_migration_report_free(&r);
+    gs_registry_release(n->reg, db);
+    return st;
+}
+
+/* Track the configured CDC tables; after migrations, which may create them. */
+static gs_status watch_tables(gs_node *n, const gs_settings_db *d, gs_error *err)
+{
+    if (!d->cdc.tables.count || d->read_only)
+        return GS_OK;
+    gs_database *db = gs_registry_acquire(n->reg, d->id, err);
+    if (!db)
+        return GS_ERROR;
+    gs_status st = GS_OK;
+    for (size_t i = 0; i < d->cdc.tables.count && st == GS_OK; i++) {
+        st = gs_db_cdc_watch(db, d->cdc.tables.items[i], err);
+        if (st != GS_OK)
+            gs_error_prefix(err,
+                            "cdc.tables[%zu] (create the table first, e.g. through "
+                            "databases[].migrations, or remove it from cdc.tables)",
+                            i);
+    }
+    if (st == GS_OK)
+        gs_log(GS_LOG_INFO, "core", "database '%s': capturing changes of %zu table(s)", d->id,
+               d->cdc.tables.count);
+    gs_registry_release(n->reg, db);
+    return st;
+}
+
+static void db_options_from(gs_node *n, gs_db_options *o, const gs_settings_db *d)
 {
     gs_db_options_default(o);
+    o->cdc_retention_ms = d->cdc.retention_ms;
+    o->cdc_watch_on_subscribe = d->cdc.watch_on_subscribe;
+    o->cdc_fallback_poll_ms = d->cdc.fallback_poll_ms;
+    o->node_id = n->s.node.id;
     o->read_only = d->read_only;
     o->read_pool_size = (int)d->read_pool_size;
     o->wal = d->wal;
@@ -492,7 +648,9 @@ gs_status gs_node_start(gs_node *n, gs_error *err)
         ro.tenant_create = s->tenants.create;
         ro.tenant_options.read_pool_size = (int)s->tenants.read_pool_size;
         ro.tenant_options.synchronous = s->tenants.synchronous;
+        ro.tenant_options.node_id = s->node.id;
         ro.max_open = s->tenants.max_open;
+        ro.migrations = n->tenant_migrations;
     }
     n->reg = gs_registry_new(&ro);
     gs_free(tenant_dir);
@@ -509,12 +667,16 @@ gs_status gs_node_start(gs_node *n, gs_error *err)
         if (!path)
             return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
         gs_db_options o;
-        db_options_from(&o, &dbs[i]);
+        db_options_from(n, &o, &dbs[i]);
         gs_status st = gs_registry_open(n->reg, dbs[i].id, path, &o, err);
         if (st == GS_OK)
             gs_log(GS_LOG_INFO, "core", "database '%s' open at %s (%s, %lld readers)", dbs[i].id,
                    path, o.read_only ? "read-only" : "read-write", (long long)o.read_pool_size);
         gs_free(path);
+        if (st == GS_OK && n->migrations && n->migrations[i])
+            st = migrate_database(n, dbs[i].id, n->migrations[i], err);
+        if (st == GS_OK)
+            st = watch_tables(n, &dbs[i], err);
         if (st != GS_OK) {
             gs_error_prefix(err, "database '%s'", dbs[i].id);
             return GS_ERROR;
@@ -563,30 +725,43 @@ gs_status gs_node_start(gs_node *n, gs_error *err)
     n->pool = gs_workpool_new(2, err);
     if (!n->pool)
         return GS_ERROR;
-    /* Start the client transports that serve. */
-    for (size_t i = 0; i < n->instance_count; i++) {
-        gs_instance *inst = &n->instances[i];
-        if (inst->kind != GS_KIND_CLIENT_TRANSPORT)
-            continue;
-        int serves = sv->transports.count == 0;
-        for (size_t j = 0; j < sv->transports.count; j++)
-            if (strcmp(sv->transports.items[j], inst->name) == 0)
-                serves = 1;
-        if (!serves)
-            continue;
-        const gs_client_transport_vtable *vt = inst->plugin->desc->vtable;
-        gs_error_init(err);
-        if (vt->start(inst->instance, err) != GS_OK) {
-            gs_error_prefix(err, "client transport '%s'", inst->name);
-            return GS_ERROR;
+    /* Start the client transports that serve: those that take WebSocket upgrades first, so
+     * a listener never hands an upgrade to a transport that is not running yet. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < n->instance_count; i++) {
+            gs_instance *inst = &n->instances[i];
+            if (inst->kind != GS_KIND_CLIENT_TRANSPORT)
+                continue;
+            const gs_client_transport_vtable *vt = inst->plugin->desc->vtable;
+            int adopts =
+                GS_HAS_MEMBER(gs_client_transport_vtable, adopt_upgrade, vt->struct_size) &&
+                vt->adopt_upgrade;
+            if (adopts != (pass == 0))
+                continue;
+            int serves = sv->transports.count == 0;
+            for (size_t j = 0; j < sv->transports.count; j++)
+                if (strcmp(sv->transports.items[j], inst->name) == 0)
+                    serves = 1;
+            if (!serves)
+                continue;
+            gs_error_init(err);
+            if (vt->start(inst->instance, err) != GS_OK) {
+                gs_error_prefix(err, "client transport '%s'", inst->name);
+                return GS_ERROR;
+            }
+            __atomic_store_n(&inst->started, 1, __ATOMIC_RELEASE); /* read by upgrade_handoff */
+            int port = GS_HAS_MEMBER(gs_client_transport_vtable, bound_port, vt->struct_size) &&
+                               vt->bound_port
+                           ? vt->bound_port(inst->instance)
+                           : (int)sv->port;
+            if (port >= 0)
+                gs_log(GS_LOG_INFO, "core", "client transport '%s' serving on %s port %d",
+                       inst->name, sv->host, port);
+            else
+                gs_log(GS_LOG_INFO, "core",
+                       "client transport '%s' serving upgrades handed over on the shared port",
+                       inst->name);
         }
-        inst->started = 1;
-        int port =
-            GS_HAS_MEMBER(gs_client_transport_vtable, bound_port, vt->struct_size) && vt->bound_port
-                ? vt->bound_port(inst->instance)
-                : (int)sv->port;
-        gs_log(GS_LOG_INFO, "core", "client transport '%s' serving on %s port %d", inst->name,
-               sv->host, port);
     }
     n->started = 1;
     gs_log(GS_LOG_INFO, "core", "node '%s' ready (gatestream %s)", s->node.id, GS_VERSION);
@@ -600,9 +775,12 @@ int gs_node_bound_port(const gs_node *n)
         if (inst->kind != GS_KIND_CLIENT_TRANSPORT || !inst->started)
             continue;
         const gs_client_transport_vtable *vt = inst->plugin->desc->vtable;
-        if (GS_HAS_MEMBER(gs_client_transport_vtable, bound_port, vt->struct_size) &&
-            vt->bound_port)
-            return vt->bound_port(inst->instance);
+        int port =
+            GS_HAS_MEMBER(gs_client_transport_vtable, bound_port, vt->struct_size) && vt->bound_port
+                ? vt->bound_port(inst->instance)
+                : -1;
+        if (port >= 0) /* a transport without a port of its own (ws) answers -1 */
+            return port;
     }
     return -1;
 }
@@ -623,7 +801,7 @@ void gs_node_stop(gs_node *n)
         gs_instance *inst = &n->instances[i];
         if (inst->kind == GS_KIND_CLIENT_TRANSPORT && inst->started) {
             ((const gs_client_transport_vtable *)inst->plugin->desc->vtable)->stop(inst->instance);
-            inst->started = 0;
+            __atomic_store_n(&inst->started, 0, __ATOMIC_RELEASE);
         }
     }
     if (n->reg)
@@ -659,6 +837,10 @@ void gs_node_free(gs_node *n)
         gs_plugin_unload(inst->plugin);
     }
     gs_free(n->instances);
+    for (size_t i = 0; n->migrations && i < n->s.databases.count; i++)
+        gs_migration_set_free(n->migrations[i]);
+    gs_free(n->migrations);
+    gs_migration_set_free(n->tenant_migrations);
     gs_cfg_arena_free(&n->arena);
     gs_cfg_free(n->doc);
     gs_free(n->config_dir);

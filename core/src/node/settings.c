@@ -134,6 +134,17 @@ static const gs_config_key server_keys[] = {
         "registered operations"),
 };
 
+static const gs_config_key cdc_keys[] = {
+    KEY("tables", GS_CFG_STRING_LIST, NULL, 0, gs_settings_cdc, tables,
+        "tables whose changes are captured from start-up (after migrations)"),
+    KEYR("retention_ms", GS_CFG_INT, "3600000", gs_settings_cdc, retention_ms, 1000, 31536000000LL,
+         "keep captured changes this long (resume window)"),
+    KEY("watch_on_subscribe", GS_CFG_BOOL, "true", 0, gs_settings_cdc, watch_on_subscribe,
+        "a subscription to an untracked table starts tracking it"),
+    KEYR("fallback_poll_ms", GS_CFG_INT, "1000", gs_settings_cdc, fallback_poll_ms, 10, 600000,
+         "poll for changes written by other processes"),
+};
+
 static const gs_config_key db_keys[] = {
     KEY("id", GS_CFG_STRING, NULL, 1, gs_settings_db, id, "database id used in /db/{id}"),
     KEY("path", GS_CFG_STRING, NULL, 0, gs_settings_db, path,
@@ -153,6 +164,10 @@ static const gs_config_key db_keys[] = {
          "prepared statements per connection"),
     KEYR("busy_timeout_ms", GS_CFG_INT, "5000", gs_settings_db, busy_timeout_ms, 0, 600000,
          "PRAGMA busy_timeout"),
+    SUB("cdc", GS_CFG_SECTION, gs_settings_db, cdc, cdc_keys, 0, "change data capture"),
+    KEY("migrations", GS_CFG_STRING, NULL, 0, gs_settings_db, migrations,
+        "folder of <version>_<name>.up.sql / .down.sql files (relative to the config file); "
+        "pending ones are applied before the database is served"),
 };
 
 static const gs_config_key tenant_keys[] = {
@@ -168,6 +183,9 @@ static const gs_config_key tenant_keys[] = {
          "reader connections per tenant database"),
     KEYC("synchronous", "normal", gs_settings_tenants, synchronous, sync_choices,
          "PRAGMA synchronous for tenant databases"),
+    KEY("migrations", GS_CFG_STRING, NULL, 0, gs_settings_tenants, migrations,
+        "folder of <version>_<name>.up.sql / .down.sql files (relative to the config file) "
+        "applied to each tenant database when it opens"),
 };
 
 static const gs_config_key root_keys[] = {

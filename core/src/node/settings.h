@@ -60,6 +60,13 @@ typedef struct gs_settings_server {
     gs_config_list operations; /* gs_settings_op */
 } gs_settings_server;
 
+typedef struct gs_settings_cdc {
+    gs_config_strings tables; /* watched from start-up */
+    int64_t retention_ms;
+    int watch_on_subscribe;
+    int64_t fallback_poll_ms;
+} gs_settings_cdc;
+
 typedef struct gs_settings_db {
     const char *id;
     const char *path;
@@ -72,6 +79,8 @@ typedef struct gs_settings_db {
     int64_t write_timeout_ms;
     int64_t stmt_cache_size;
     int64_t busy_timeout_ms;
+    const char *migrations; /* folder of migration files (relative to the config file) */
+    gs_settings_cdc cdc;
 } gs_settings_db;
 
 typedef struct gs_settings_tenants {
@@ -81,6 +90,7 @@ typedef struct gs_settings_tenants {
     int64_t max_open;
     int64_t read_pool_size;
     const char *synchronous;
+    const char *migrations; /* folder applied to every tenant file as it opens */
 } gs_settings_tenants;
 
 typedef struct gs_settings {
