@@ -34,10 +34,10 @@ typedef struct gs_db_options {
     /* change data capture (cdc.h) */
     const char *const *cdc_tables; /**< tables watched from open (borrowed during open) */
     size_t cdc_table_count;
-    int64_t cdc_retention_ms;   /**< prune changes older than this (default 3600000) */
-    int cdc_watch_on_subscribe; /**< a subscription watches its table (default 1) */
+    int64_t cdc_retention_ms;     /**< prune changes older than this (default 3600000) */
+    int cdc_watch_on_subscribe;   /**< a subscription watches its table (default 1) */
     int64_t cdc_fallback_poll_ms; /**< poll for other processes' writes (default 1000) */
-    const char *node_id;        /**< stamped on local changes (default "") */
+    const char *node_id;          /**< stamped on local changes (default "") */
 } gs_db_options;
 
 /** Fill with the spec's defaults. */
