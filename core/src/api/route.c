@@ -1,19 +1,9 @@
 #include "route.h"
 
+#include "../base/text.h"
 #include "../base/alloc.h"
 
 #include <string.h>
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 char *gs_percent_decode(const char *s, size_t len)
 {
@@ -27,7 +17,7 @@ char *gs_percent_decode(const char *s, size_t len)
                 gs_free(out);
                 return NULL;
             }
-            int a = hexval(s[i + 1]), b = hexval(s[i + 2]);
+            int a = gs_hex_value(s[i + 1]), b = gs_hex_value(s[i + 2]);
             if (a < 0 || b < 0 || (a == 0 && b == 0)) {
                 gs_free(out);
                 return NULL;

@@ -4,6 +4,7 @@
  * does with each change the feed offers it: the filter table of spec 02 "Change Events and
  * Subscriptions" and the txEnd marking of spec 05 "Transaction Boundaries".
  */
+#include "base/text.h"
 #include "cdc_internal.h"
 
 #include "base/alloc.h"
@@ -15,17 +16,6 @@
 #include <string.h>
 
 /* ---- filters ---- */
-
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* An integer envelope payload: -?[0-9]{1,19} within int64. */
 static int parse_int(const char *s, size_t len, int64_t *out)
@@ -105,7 +95,8 @@ static int value_matches(const gs_value *f, const json_t *v)
         if (f->type != GS_VALUE_BLOB || len != f->u.blob.len * 2)
             return 0;
         for (size_t k = 0; k < f->u.blob.len; k++) {
-            int hi = hexval((unsigned char)s[2 * k]), lo = hexval((unsigned char)s[2 * k + 1]);
+            int hi = gs_hex_value((unsigned char)s[2 * k]),
+                lo = gs_hex_value((unsigned char)s[2 * k + 1]);
             if (hi < 0 || lo < 0 || (uint8_t)(hi << 4 | lo) != f->u.blob.ptr[k])
                 return 0;
         }

@@ -3,6 +3,7 @@
  * node's own key tables; paths resolve exactly as a node resolves them (database files under
  * node.data_dir, migration folders relative to the config file).
  */
+#include "../base/fs.h"
 #include "migrate_cmd.h"
 
 #include "../base/alloc.h"
@@ -67,17 +68,6 @@ static int usage_error(const char *fmt, const char *arg)
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "; see gatestream migrate --help\n");
     return EXIT_USAGE;
-}
-
-static char *join_path(const char *dir, const char *file)
-{
-    if (file[0] == '/')
-        return gs_strdup(file);
-    size_t len = strlen(dir) + strlen(file) + 2;
-    char *p = gs_malloc(len);
-    if (p)
-        snprintf(p, len, "%s/%s", dir, file);
-    return p;
 }
 
 /* The same options a node opens the database with (node.c), minus what a one-off run does
@@ -197,23 +187,6 @@ static int run_status(const char *id, const char *path, const gs_settings_db *d,
     return status;
 }
 
-static int mkdir_p(const char *path)
-{
-    char buf[PATH_MAX];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
 static int run_change(const char *id, const char *path, const char *data_dir,
                       const gs_settings_db *d, const gs_migration_set *set, int rollback,
                       int64_t to)
@@ -224,7 +197,7 @@ static int run_change(const char *id, const char *path, const char *data_dir,
         return EXIT_DONE;
     }
     /* a node creates its data dir at start; so does a first migrate */
-    if (!rollback && mkdir_p(data_dir) != 0) {
+    if (!rollback && gs_mkdir_p(data_dir) != 0) {
         fprintf(stderr, "gatestream migrate: cannot create node.data_dir '%s': %s\n", data_dir,
                 strerror(errno));
         return EXIT_USAGE;
@@ -348,8 +321,8 @@ int gs_migrate_command(int argc, char **argv)
         snprintf(file, sizeof file, "%s", d->path);
     else
         snprintf(file, sizeof file, "%s.db", d->id);
-    db_path = config_dir ? join_path(s.node.data_dir, file) : NULL;
-    mig_dir = config_dir && d->migrations ? join_path(config_dir, d->migrations) : NULL;
+    db_path = config_dir ? gs_path_join(s.node.data_dir, file) : NULL;
+    mig_dir = config_dir && d->migrations ? gs_path_join(config_dir, d->migrations) : NULL;
     if (!config_dir || !db_path || (d->migrations && !mig_dir)) {
         fprintf(stderr, "gatestream migrate: out of memory\n");
         status = EXIT_MIGRATION;

@@ -1,5 +1,6 @@
 #include "node.h"
 
+#include "../base/fs.h"
 #include <gatestream/client_transport.h>
 #include <gatestream/hook.h>
 #include <gatestream/host.h>
@@ -199,14 +200,12 @@ static void host_init(gs_node *n)
 
 /* ---- loading ---- */
 
-static char *join_path(const char *dir, const char *file);
-
 /* Read every databases[].migrations folder (and tenants.migrations) now, so --check-config
  * proves the files. */
 static gs_status load_migrations(gs_node *n, gs_error *err)
 {
     if (n->s.tenants.migrations) {
-        char *dir = join_path(n->config_dir, n->s.tenants.migrations);
+        char *dir = gs_path_join(n->config_dir, n->s.tenants.migrations);
         if (!dir)
             return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
         gs_status st = gs_migrations_load_dir(dir, &n->tenant_migrations, err);
@@ -224,7 +223,7 @@ static gs_status load_migrations(gs_node *n, gs_error *err)
     for (size_t i = 0; i < count; i++) {
         if (!dbs[i].migrations)
             continue;
-        char *dir = join_path(n->config_dir, dbs[i].migrations);
+        char *dir = gs_path_join(n->config_dir, dbs[i].migrations);
         if (!dir)
             return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
         gs_status st = gs_migrations_load_dir(dir, &n->migrations[i], err);
@@ -433,34 +432,6 @@ gs_status gs_node_load(const char *config_path, const gs_overrides *ov, gs_node 
 
 /* ---- starting ---- */
 
-static int mkdir_p(const char *path)
-{
-    char buf[PATH_MAX];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
-static char *join_path(const char *dir, const char *file)
-{
-    if (file[0] == '/')
-        return gs_strdup(file);
-    size_t len = strlen(dir) + strlen(file) + 2;
-    char *p = gs_malloc(len);
-    if (p)
-        snprintf(p, len, "%s/%s", dir, file);
-    return p;
-}
-
 /* Apply a database's pending migrations before anything can serve it (the transports start
  * later). A read-only database skips them. */
 static gs_status migrate_database(gs_node *n, const char *id, const gs_migration_set *set,
@@ -629,7 +600,7 @@ gs_status gs_node_start(gs_node *n, gs_error *err)
     n->data_dir = gs_strdup(s->node.data_dir);
     if (!n->data_dir)
         return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
-    if (mkdir_p(n->data_dir) != 0)
+    if (gs_mkdir_p(n->data_dir) != 0)
         return gs_error_set(err, 0, "INVALID_CONFIG",
                             "cannot create node.data_dir '%s': %s; create it or point "
                             "--data-dir elsewhere",
@@ -638,8 +609,8 @@ gs_status gs_node_start(gs_node *n, gs_error *err)
     gs_registry_options_default(&ro);
     char *tenant_dir = NULL;
     if (s->tenants.dir) {
-        tenant_dir = join_path(n->data_dir, s->tenants.dir);
-        if (!tenant_dir || mkdir_p(tenant_dir) != 0) {
+        tenant_dir = gs_path_join(n->data_dir, s->tenants.dir);
+        if (!tenant_dir || gs_mkdir_p(tenant_dir) != 0) {
             gs_free(tenant_dir);
             return gs_error_set(err, 0, "INVALID_CONFIG", "cannot create tenants.dir");
         }
@@ -663,7 +634,7 @@ gs_status gs_node_start(gs_node *n, gs_error *err)
             snprintf(file, sizeof file, "%s", dbs[i].path);
         else
             snprintf(file, sizeof file, "%s.db", dbs[i].id);
-        char *path = join_path(n->data_dir, file);
+        char *path = gs_path_join(n->data_dir, file);
         if (!path)
             return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
         gs_db_options o;

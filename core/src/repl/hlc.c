@@ -1,5 +1,6 @@
 #include "hlc.h"
 
+#include "base/text.h"
 #include "base/error.h"
 #include "base/log.h"
 
@@ -16,17 +17,6 @@ size_t gs_hlc_encode(int64_t wall_ms, uint32_t logical, const char *node_id, cha
     return n < 0 ? 0 : (size_t)n;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Parse len hex digits (1..max) into *out. */
 static int parse_hex(const char *s, size_t len, size_t max, uint64_t *out)
 {
@@ -34,7 +24,7 @@ static int parse_hex(const char *s, size_t len, size_t max, uint64_t *out)
         return -1;
     uint64_t v = 0;
     for (size_t i = 0; i < len; i++) {
-        int d = hexval(s[i]);
+        int d = gs_hex_value(s[i]);
         if (d < 0)
             return -1;
         v = v << 4 | (uint64_t)d;

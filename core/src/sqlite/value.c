@@ -1,5 +1,6 @@
 #include "value.h"
 
+#include "base/text.h"
 #include "base/alloc.h"
 #include "base/error.h"
 
@@ -7,17 +8,6 @@
 
 static const char INT_TAG[] = "__sirannon_int";
 static const char BLOB_TAG[] = "__sirannon_blob";
-
-static int hex_digit(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* Parse an integer envelope payload: -?[0-9]{1,19}, within int64. */
 static int parse_int_payload(const char *s, size_t len, int64_t *out)
@@ -96,7 +86,7 @@ gs_status gs_value_check(const json_t *v, size_t *bytes, gs_error *err)
         return gs_error_set(err, 0, "INVALID_REQUEST",
                             "malformed __sirannon_blob envelope: odd number of hex digits");
     for (size_t i = 0; i < len; i++)
-        if (hex_digit((unsigned char)s[i]) < 0)
+        if (gs_hex_value((unsigned char)s[i]) < 0)
             return gs_error_set(err, 0, "INVALID_REQUEST",
                                 "malformed __sirannon_blob envelope: '%c' at offset %zu is not "
                                 "a hex digit",
@@ -153,8 +143,8 @@ void gs_value_from_json(const json_t *v, gs_value *out, char **arena)
     out->u.blob.len = len / 2;
     uint8_t *dst = (uint8_t *)*arena;
     for (size_t i = 0; i < len; i += 2)
-        dst[i / 2] =
-            (uint8_t)(hex_digit((unsigned char)s[i]) << 4 | hex_digit((unsigned char)s[i + 1]));
+        dst[i / 2] = (uint8_t)(gs_hex_value((unsigned char)s[i]) << 4 |
+                               gs_hex_value((unsigned char)s[i + 1]));
     out->u.blob.ptr = dst;
     *arena += len / 2;
 }
