@@ -49,8 +49,7 @@ static const char CHANGES_DDL_OLD[] =
     "  hlc         TEXT NOT NULL DEFAULT ''\n"
     ")";
 static const char *const SCHEMA_EXTRA[] = {
-    "CREATE INDEX IF NOT EXISTS idx__sirannon_changes_changed_at ON _sirannon_changes "
-    "(changed_at)",
+    "CREATE INDEX IF NOT EXISTS idx__sirannon_changes_changed_at ON _sirannon_changes (changed_at)",
     "CREATE INDEX IF NOT EXISTS idx__sirannon_changes_node_id ON _sirannon_changes (node_id)",
     "CREATE INDEX IF NOT EXISTS idx__sirannon_changes_hlc ON _sirannon_changes (hlc)",
     "CREATE TABLE IF NOT EXISTS _sirannon_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
