@@ -9,6 +9,10 @@
  *   - before_query: a statement containing one of the `deny_words` as a whole word
  *     (case-insensitive, outside '...' string literals) is refused with 403 HOOK_DENIED.
  *     This shows the hook point; it is no SQL firewall (use SQLite's authorizer for that).
+ *   - before_connect: a database whose id is in `deny_open` is never opened (403 FORBIDDEN).
+ *   - after_query, database_open, database_close (ABI 1.2): with `log_queries: true`, one
+ *     info line per finished operation (database, read/write, ok/failed, duration; never
+ *     the SQL or its parameters) and one per database opened or closed.
  *
  * Promise: the plugin reads its immutable instance only, so both callbacks run
  * concurrently on any core thread without a lock.
@@ -36,6 +40,8 @@
 typedef struct example_config {
     gs_config_strings allow;      /**< remote addresses allowed; empty = everyone */
     gs_config_strings deny_words; /**< words refused in SQL; empty = none */
+    gs_config_strings deny_open;  /**< database ids never opened; empty = none */
+    int log_queries;              /**< log finished operations and database open/close */
 } example_config;
 
 /*
@@ -53,6 +59,16 @@ static const gs_config_key example_keys[] = {
      .type = GS_CFG_STRING_LIST,
      .offset = offsetof(example_config, deny_words),
      .help = "SQL words refused as whole words, case-insensitive, e.g. [drop, attach]"},
+    {.name = "deny_open",
+     .type = GS_CFG_STRING_LIST,
+     .offset = offsetof(example_config, deny_open),
+     .help = "database ids that are never opened (configured or tenant), e.g. [archive]"},
+    {.name = "log_queries",
+     .type = GS_CFG_BOOL,
+     .default_value = "false",
+     .offset = offsetof(example_config, log_queries),
+     .help = "log one line per finished operation (duration, never SQL) and per database "
+             "open/close"},
 };
 
 /* 3. The instance: what create() builds from one YAML entry. One .so may back several. */
@@ -62,6 +78,9 @@ typedef struct example_instance {
     size_t allow_count;
     char **deny_words;
     size_t deny_count;
+    char **deny_open;
+    size_t deny_open_count;
+    int log_queries;
 } example_instance;
 
 /* host->error_set returns nothing; this macro fills err and yields GS_ERROR. */
@@ -81,6 +100,7 @@ static void example_destroy(void *instance)
         return;
     example_free_list(ex->host, ex->allow, ex->allow_count);
     example_free_list(ex->host, ex->deny_words, ex->deny_count);
+    example_free_list(ex->host, ex->deny_open, ex->deny_open_count);
     ex->host->free(ex);
 }
 
@@ -139,19 +159,26 @@ static gs_status example_create(const gs_host *host, const void *config, void **
                                     "digits, _)",
                                     i, w);
     }
+    for (size_t i = 0; i < cfg->deny_open.count; i++)
+        if (!cfg->deny_open.items[i] || !*cfg->deny_open.items[i])
+            return EXAMPLE_FAIL(host, err, 0, "INVALID_CONFIG", "deny_open[%zu] is empty", i);
 
     example_instance *ex = host->alloc(sizeof *ex);
     if (!ex)
         return EXAMPLE_FAIL(host, err, 500, "INTERNAL_ERROR", "out of memory");
     memset(ex, 0, sizeof *ex);
     ex->host = host;
+    ex->log_queries = cfg->log_queries;
     if (example_copy_list(host, &cfg->allow, &ex->allow, &ex->allow_count) != GS_OK ||
-        example_copy_list(host, &cfg->deny_words, &ex->deny_words, &ex->deny_count) != GS_OK) {
+        example_copy_list(host, &cfg->deny_words, &ex->deny_words, &ex->deny_count) != GS_OK ||
+        example_copy_list(host, &cfg->deny_open, &ex->deny_open, &ex->deny_open_count) != GS_OK) {
         example_destroy(ex);
         return EXAMPLE_FAIL(host, err, 500, "INTERNAL_ERROR", "out of memory");
     }
-    host->log(host, GS_LOG_INFO, "example", "%zu allowed address(es), %zu denied word(s)",
-              ex->allow_count, ex->deny_count);
+    host->log(host, GS_LOG_INFO, "example",
+              "%zu allowed address(es), %zu denied word(s), %zu denied database(s)%s",
+              ex->allow_count, ex->deny_count, ex->deny_open_count,
+              ex->log_queries ? ", logging queries" : "");
     *instance = ex;
     return GS_OK;
 }
@@ -253,6 +280,55 @@ static gs_status example_before_query(void *instance, const gs_query_context *ct
                         word, ctx->database_id ? ctx->database_id : "?");
 }
 
+/*
+ * after_query (ABI 1.2): runs on a database thread once an operation answered; it only
+ * observes. Logging is quick; anything slow (shipping to an audit store) goes to host->post.
+ * Never log ctx->sql or ctx->params_json: they may hold personal data.
+ */
+static void example_after_query(void *instance, const gs_query_context *ctx, double duration_ms,
+                                int failed)
+{
+    const example_instance *ex = instance;
+    if (!ex->log_queries)
+        return;
+    ex->host->log(ex->host, GS_LOG_INFO, "example",
+                  "after_query database=%s kind=%s result=%s duration_ms=%.3f",
+                  ctx->database_id ? ctx->database_id : "?", ctx->is_write ? "write" : "read",
+                  failed ? "failed" : "ok", duration_ms);
+}
+
+/* before_connect (ABI 1.2): GS_ERROR keeps a database from opening at all. */
+static gs_status example_before_connect(void *instance, const char *database_id, const char *path,
+                                        gs_error *err)
+{
+    const example_instance *ex = instance;
+    (void)path;
+    for (size_t i = 0; i < ex->deny_open_count; i++)
+        if (strcmp(ex->deny_open[i], database_id) == 0)
+            return EXAMPLE_FAIL(ex->host, err, 403, "FORBIDDEN",
+                                "database '%s' may not be opened (the example hook's "
+                                "deny_open lists it)",
+                                database_id);
+    return GS_OK;
+}
+
+/* database_open / database_close (ABI 1.2): notifications only. */
+static void example_database_open(void *instance, const char *database_id, const char *path)
+{
+    const example_instance *ex = instance;
+    (void)path;
+    if (ex->log_queries)
+        ex->host->log(ex->host, GS_LOG_INFO, "example", "database_open database=%s", database_id);
+}
+
+static void example_database_close(void *instance, const char *database_id, const char *path)
+{
+    const example_instance *ex = instance;
+    (void)path;
+    if (ex->log_queries)
+        ex->host->log(ex->host, GS_LOG_INFO, "example", "database_close database=%s", database_id);
+}
+
 /* 7. The vtable of a hook (hook.h): create and destroy are required, the rest optional. */
 static const gs_hook_vtable example_vtable = {
     .struct_size = sizeof(gs_hook_vtable),
@@ -260,6 +336,10 @@ static const gs_hook_vtable example_vtable = {
     .destroy = example_destroy,
     .authenticate = example_authenticate,
     .before_query = example_before_query,
+    .after_query = example_after_query,
+    .before_connect = example_before_connect,
+    .database_open = example_database_open,
+    .database_close = example_database_close,
 };
 
 /* 8. The descriptor: what the loader checks (ABI version, build signature, kind, vtable). */
@@ -276,7 +356,8 @@ static const gs_plugin_descriptor example_descriptor = {
     .config_key_count = sizeof example_keys / sizeof example_keys[0],
     .config_key_size = sizeof(gs_config_key),
     .config_struct_size = sizeof(example_config),
-    .description = "example hook: allow-list remote addresses, deny SQL words",
+    .description = "example hook: allow-list remote addresses, deny SQL words and database "
+                   "opens, log operations",
 };
 
 /* 9. The one exported symbol: gs_plugin_entry returns the descriptor for our ABI major. */

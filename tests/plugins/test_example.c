@@ -64,10 +64,18 @@ Test(example, descriptor_and_keys)
     cr_assert_str_eq(p.desc->name, "example");
     cr_assert_not_null(p.vt->authenticate);
     cr_assert_not_null(p.vt->before_query);
+    cr_assert_not_null(p.vt->after_query);
+    cr_assert_not_null(p.vt->before_connect);
+    cr_assert_not_null(p.vt->database_open);
+    cr_assert_not_null(p.vt->database_close);
     for (size_t i = 0; i < p.desc->config_key_count; i++) {
-        cr_assert(p.desc->config_keys[i].help && *p.desc->config_keys[i].help);
-        cr_assert_eq(p.desc->config_keys[i].type, GS_CFG_STRING_LIST);
-        cr_assert_not(p.desc->config_keys[i].required);
+        const gs_config_key *k = &p.desc->config_keys[i];
+        cr_assert(k->help && *k->help);
+        if (strcmp(k->name, "log_queries") == 0)
+            cr_assert(k->type == GS_CFG_BOOL && strcmp(k->default_value, "false") == 0);
+        else
+            cr_assert_eq(k->type, GS_CFG_STRING_LIST);
+        cr_assert_not(k->required);
     }
     th_unload(&p);
 }
@@ -165,4 +173,83 @@ Test(example, every_allocation_failure_in_create_is_clean)
         teardown(&f);
     }
     cr_assert(succeeded);
+}
+
+/* The ABI 1.2 events: before_connect refuses deny_open ids; with log_queries the observers
+ * log one line each, with the duration and never the SQL. */
+static gs_status create_events(fixture *f, const char *const *deny_open, size_t n, int log)
+{
+    f->p = th_load(EX_FILE);
+    const gs_plugin_descriptor *d = f->p.desc;
+    void *cfg = calloc(1, d->config_struct_size);
+    cr_assert_not_null(cfg);
+    th_set_strings(cfg,
+                   th_key(d->config_keys, d->config_key_count, d->config_key_size, "deny_open"),
+                   deny_open, n);
+    const gs_config_key *k =
+        th_key(d->config_keys, d->config_key_count, d->config_key_size, "log_queries");
+    memcpy((char *)cfg + k->offset, &log, sizeof log);
+    f->err = th_error();
+    gs_status st = f->p.vt->create(&th_host, cfg, &f->instance, &f->err);
+    free(cfg);
+    return st;
+}
+
+Test(example, before_connect_refuses_deny_open)
+{
+    static const char *const deny[] = {"archive"};
+    fixture f = {0};
+    cr_assert_eq(create_events(&f, deny, 1, 0), GS_OK, "%s", f.err.message);
+    f.err = th_error();
+    cr_assert_eq(f.p.vt->before_connect(f.instance, "main", "/d/main.db", &f.err), GS_OK);
+    cr_assert_eq(f.p.vt->before_connect(f.instance, "archive", "/d/archive.db", &f.err), GS_ERROR);
+    cr_assert_eq(f.err.status, 403);
+    cr_assert_str_eq(f.err.code, "FORBIDDEN");
+    cr_assert(strstr(f.err.message, "archive"));
+    teardown(&f);
+}
+
+Test(example, log_queries_logs_events_without_sql)
+{
+    fixture f = {0};
+    cr_assert_eq(create_events(&f, NULL, 0, 1), GS_OK, "%s", f.err.message);
+    gs_query_context q = {.struct_size = sizeof q,
+                          .database_id = "main",
+                          .sql = "SELECT secret_column FROM t",
+                          .is_write = 0};
+    f.p.vt->after_query(f.instance, &q, 1.25, 0);
+    q.is_write = 1;
+    f.p.vt->after_query(f.instance, &q, 2.5, 1);
+    f.p.vt->database_open(f.instance, "t7", "/d/t7.db");
+    f.p.vt->database_close(f.instance, "t7", "/d/t7.db");
+    pthread_mutex_lock(&th_log_lock);
+    char text[sizeof th_log_text];
+    memcpy(text, th_log_text, sizeof text);
+    pthread_mutex_unlock(&th_log_lock);
+    cr_assert(strstr(text, "after_query database=main kind=read result=ok duration_ms=1.250"), "%s",
+              text);
+    cr_assert(strstr(text, "after_query database=main kind=write result=failed duration_ms=2.500"),
+              "%s", text);
+    cr_assert(strstr(text, "database_open database=t7"), "%s", text);
+    cr_assert(strstr(text, "database_close database=t7"), "%s", text);
+    cr_assert_null(strstr(text, "secret_column"), "the SQL is never logged");
+    teardown(&f);
+}
+
+Test(example, events_are_quiet_without_log_queries)
+{
+    fixture f = {0};
+    cr_assert_eq(create_events(&f, NULL, 0, 0), GS_OK, "%s", f.err.message);
+    pthread_mutex_lock(&th_log_lock);
+    size_t before = th_log_len;
+    pthread_mutex_unlock(&th_log_lock);
+    gs_query_context q = {.struct_size = sizeof q, .database_id = "main", .sql = "SELECT 1"};
+    f.p.vt->after_query(f.instance, &q, 1.0, 0);
+    f.p.vt->database_open(f.instance, "t7", "/d/t7.db");
+    f.p.vt->database_close(f.instance, "t7", "/d/t7.db");
+    pthread_mutex_lock(&th_log_lock);
+    size_t after = th_log_len;
+    pthread_mutex_unlock(&th_log_lock);
+    cr_assert_eq(before, after, "nothing logged");
+    teardown(&f);
 }

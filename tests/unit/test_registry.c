@@ -326,3 +326,134 @@ Test(registry, shutdown_closes_everything_and_refuses_later_work)
     gs_registry_shutdown(reg); /* idempotent */
     gs_registry_free(reg);
 }
+
+/* ---- lifecycle events (spec 02 Hooks: beforeConnect, databaseOpen, databaseClose) ---- */
+
+typedef struct ev_log {
+    pthread_mutex_t mu;
+    char text[2048]; /* "<event>:<id>;" in order */
+    int connects;
+} ev_log;
+
+static void ev_add(ev_log *l, const char *event, const char *id, const char *path)
+{
+    cr_assert_not_null(path);
+    pthread_mutex_lock(&l->mu);
+    size_t n = strlen(l->text);
+    snprintf(l->text + n, sizeof l->text - n, "%s:%s;", event, id);
+    pthread_mutex_unlock(&l->mu);
+}
+
+static gs_status ev_before_connect(void *user, const char *id, const char *path, gs_error *err)
+{
+    ev_log *l = user;
+    pthread_mutex_lock(&l->mu);
+    l->connects++;
+    pthread_mutex_unlock(&l->mu);
+    ev_add(l, "connect", id, path);
+    if (strcmp(id, "denied") == 0) {
+        gs_error_set(err, 403, "FORBIDDEN", "database '%s' may not open", id);
+        return GS_ERROR;
+    }
+    if (strcmp(id, "bare") == 0)
+        return GS_ERROR; /* a refusal without a code: HOOK_DENIED */
+    return GS_OK;
+}
+
+static void ev_opened(void *user, const char *id, const char *path)
+{
+    ev_add(user, "open", id, path);
+}
+
+static void ev_closed(void *user, const char *id, const char *path)
+{
+    ev_add(user, "close", id, path);
+}
+
+static gs_registry *ev_registry(ev_log *l, int64_t max_open)
+{
+    memset(l, 0, sizeof *l);
+    pthread_mutex_init(&l->mu, NULL);
+    gs_registry_options ro;
+    gs_registry_options_default(&ro);
+    ro.tenant_dir = tmpdir;
+    ro.tenant_options = small_opts();
+    ro.max_open = max_open;
+    ro.events.before_connect = ev_before_connect;
+    ro.events.opened = ev_opened;
+    ro.events.closed = ev_closed;
+    ro.events.user = l;
+    gs_registry *reg = gs_registry_new(&ro);
+    cr_assert_not_null(reg);
+    return reg;
+}
+
+Test(registry, events_follow_open_close_and_shutdown)
+{
+    ev_log l;
+    gs_registry *reg = ev_registry(&l, 0);
+    char path[192];
+    path_of(path, sizeof path, "named.db");
+    gs_db_options o = small_opts();
+    gs_error err;
+    cr_assert_eq(gs_registry_open(reg, "named", path, &o, &err), GS_OK, "%s", err.message);
+    make_tenant_file("acme");
+    gs_database *db = gs_registry_acquire(reg, "acme", &err);
+    cr_assert_not_null(db, "%s", err.message);
+    gs_registry_release(reg, db);
+    cr_assert_eq(gs_registry_close(reg, "named", &err), GS_OK);
+    gs_registry_shutdown(reg);
+    cr_assert_str_eq(l.text, "connect:named;open:named;connect:acme;open:acme;close:named;"
+                             "close:acme;");
+    gs_registry_free(reg);
+    pthread_mutex_destroy(&l.mu);
+}
+
+Test(registry, before_connect_denies_an_open)
+{
+    ev_log l;
+    gs_registry *reg = ev_registry(&l, 0);
+    char path[192];
+    path_of(path, sizeof path, "denied.db");
+    gs_db_options o = small_opts();
+    gs_error err;
+    gs_error_init(&err);
+    cr_assert_eq(gs_registry_open(reg, "denied", path, &o, &err), GS_ERROR);
+    cr_assert_eq(err.status, 403);
+    cr_assert_str_eq(err.code, "FORBIDDEN");
+    cr_assert_neq(access(path, F_OK), 0, "a denied database is never created");
+    make_tenant_file("bare");
+    gs_error_init(&err);
+    cr_assert_null(gs_registry_acquire(reg, "bare", &err));
+    cr_assert_str_eq(err.code, "HOOK_DENIED");
+    cr_assert(strstr(err.message, "bare"), "%s", err.message);
+    /* nothing was registered: a later acquire asks again */
+    cr_assert_null(gs_registry_acquire(reg, "bare", &err));
+    cr_assert_eq(l.connects, 3);
+    count_cb_n = 0;
+    gs_registry_each(reg, count_cb, NULL);
+    cr_assert_eq(count_cb_n, 0);
+    gs_registry_free(reg);
+    cr_assert_str_eq(l.text, "connect:denied;connect:bare;connect:bare;", "no open or close");
+    pthread_mutex_destroy(&l.mu);
+}
+
+Test(registry, eviction_announces_the_close)
+{
+    ev_log l;
+    gs_registry *reg = ev_registry(&l, 1);
+    make_tenant_file("a");
+    make_tenant_file("b");
+    gs_error err;
+    gs_database *a = gs_registry_acquire(reg, "a", &err);
+    cr_assert_not_null(a);
+    gs_registry_release(reg, a);
+    gs_database *b = gs_registry_acquire(reg, "b", &err);
+    cr_assert_not_null(b, "%s", err.message);
+    gs_registry_release(reg, b);
+    /* the victim closes (outside the lock) before the new database is asked for */
+    cr_assert_str_eq(l.text, "connect:a;open:a;close:a;connect:b;open:b;");
+    gs_registry_free(reg);
+    cr_assert_str_eq(l.text, "connect:a;open:a;close:a;connect:b;open:b;close:b;");
+    pthread_mutex_destroy(&l.mu);
+}

@@ -8,7 +8,12 @@
  * declines, the request is anonymous. A hook that fails without a status gives 500
  * HOOK_ERROR.
  *
- * Threads: called on any core thread, often a transport's I/O thread; must not block.
+ * before_query may deny a statement; after_query, database_open and database_close only
+ * observe; before_connect may deny a database open. Every hook of each event runs, in config
+ * order, until one denies. All hooks are registry-level: they see every database.
+ *
+ * Threads: called on any core thread, often a transport's I/O thread or a database thread;
+ * must not block.
  */
 #ifndef GATESTREAM_HOOK_H
 #define GATESTREAM_HOOK_H
@@ -44,6 +49,9 @@ typedef struct gs_query_context {
     const char *params_json;   /**< bound parameters as JSON text, or NULL */
     const char *identity_json; /**< the request's identity, or NULL */
     int is_write;              /**< 1 for execute/transaction/batch/load */
+    /** The registered operation whose statement this is, or NULL for SQL sent in the
+     * request. @since 1.2 */
+    const char *operation;
 } gs_query_context;
 
 /** @since 1.0 */
@@ -62,6 +70,30 @@ typedef struct gs_hook_vtable {
     /** Optional. GS_ERROR denies the statement (the core answers with err, HOOK_DENIED by
      * default); GS_OK or GS_DECLINED lets it run. */
     gs_status (*before_query)(void *instance, const gs_query_context *ctx, gs_error *err);
+    /**
+     * Optional. After a statement operation answered (one call per operation: a transaction,
+     * batch or registered operation is one call). ctx->sql is the operation's statements
+     * joined by ";\n" when there are several; ctx->params_json is NULL. duration_ms runs from
+     * submission to the database's answer; failed is 1 when it answered with an error.
+     * Called on a database thread: must not block. Cannot deny.
+     * @since 1.2
+     */
+    void (*after_query)(void *instance, const gs_query_context *ctx, double duration_ms,
+                        int failed);
+    /**
+     * Optional. Before a database file opens (configured databases and tenant auto-opens).
+     * GS_ERROR denies the open (the caller gets err, HOOK_DENIED by default); GS_OK or
+     * GS_DECLINED lets it open. Called on the opening thread, without registry locks held.
+     * @since 1.2
+     */
+    gs_status (*before_connect)(void *instance, const char *database_id, const char *path,
+                                gs_error *err);
+    /** Optional. After a database opened (and ran its migrations), just before it is
+     * registered: no request reaches it before this returns. Cannot deny. @since 1.2 */
+    void (*database_open)(void *instance, const char *database_id, const char *path);
+    /** Optional. After a database closed (close, eviction, shutdown). Cannot deny.
+     * @since 1.2 */
+    void (*database_close)(void *instance, const char *database_id, const char *path);
 } gs_hook_vtable;
 
 #ifdef __cplusplus

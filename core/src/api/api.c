@@ -6,6 +6,7 @@
 #include "../base/error.h"
 #include "../base/log.h"
 #include "body.h"
+#include "metrics.h"
 #include "route.h"
 
 #include <pthread.h>
@@ -23,6 +24,9 @@ typedef struct api_call {
     char *origin;    /* request Origin, for CORS on the answer */
     gs_database *db; /* held by the backup and sync routes while they answer */
     json_t *identity;
+    int64_t started_ns; /* metrics: arrival, route slot and method slot */
+    int m_route;
+    int m_method;
 } api_call;
 
 void gs_api_inflight_add(gs_api *api)
@@ -77,7 +81,8 @@ static size_t cors_headers(const gs_api *api, const char *origin, gs_header *h, 
 }
 
 /* Send an answer and end the call. */
-static void respond(api_call *c, int status, const char *body, size_t len, const char *retry_after)
+static void respond_as(api_call *c, int status, const char *content_type, const char *body,
+                       size_t len, const char *retry_after)
 {
     gs_header h[8];
     size_t n = cors_headers(c->api, c->origin, h, 6);
@@ -89,13 +94,21 @@ static void respond(api_call *c, int status, const char *body, size_t len, const
                      .status = status,
                      .headers = h,
                      .header_count = n,
-                     .content_type = "application/json",
+                     .content_type = content_type,
                      .body = body,
                      .body_len = len};
     gs_api *api = c->api;
+    if (api->metrics)
+        gs_metrics_http(api->metrics, c->m_route, c->m_method, status,
+                        gs_metrics_now_ns() - c->started_ns);
     c->complete(c->user, &r);
     call_free(c);
     gs_api_inflight_done(api);
+}
+
+static void respond(api_call *c, int status, const char *body, size_t len, const char *retry_after)
+{
+    respond_as(c, status, "application/json", body, len, retry_after);
 }
 
 static void respond_error(api_call *c, const gs_error *err)
@@ -214,9 +227,16 @@ gs_status gs_api_authenticate(gs_api *api, const gs_auth_context *ctx, json_t **
     return GS_OK;
 }
 
-/* beforeQuery: every hook may deny a statement. */
 gs_status gs_api_before_query(gs_api *api, const char *database_id, const char *sql, json_t *params,
                               json_t *identity, int is_write, gs_error *err)
+{
+    return gs_api_before_query_op(api, database_id, NULL, sql, params, identity, is_write, err);
+}
+
+/* beforeQuery: every hook may deny a statement. */
+gs_status gs_api_before_query_op(gs_api *api, const char *database_id, const char *operation,
+                                 const char *sql, json_t *params, json_t *identity, int is_write,
+                                 gs_error *err)
 {
     char *params_json = NULL, *identity_json = NULL;
     int any = 0;
@@ -236,7 +256,8 @@ gs_status gs_api_before_query(gs_api *api, const char *database_id, const char *
                             .sql = sql,
                             .params_json = params_json,
                             .identity_json = identity_json,
-                            .is_write = is_write};
+                            .is_write = is_write,
+                            .operation = operation};
     gs_status result = GS_OK;
     for (size_t i = 0; i < api->hook_count && result == GS_OK; i++) {
         const gs_api_hook *h = &api->hooks[i];
@@ -348,11 +369,14 @@ typedef struct stmt_run {
     gs_api_wrap wrap;
     gs_api_result_fn done;
     void *user;
+    gs_api_after *after; /* the after_query hooks' record, or NULL */
 } stmt_run;
 
 static void stmt_run_done(void *user, const gs_db_reply *reply)
 {
     stmt_run *r = user;
+    /* Before the answer: once it is sent, the api (and its hooks) may be shutting down. */
+    gs_api_after_end(r->api, r->after, reply->status != GS_OK);
     if (reply->status != GS_OK)
         r->done(r->user, GS_ERROR, &reply->err, r->wrap, NULL, 0, reply->retry_after_s);
     else
@@ -447,8 +471,9 @@ gs_status gs_api_run_statement(gs_api *api, const gs_api_stmt_call *call, gs_err
         json_t *params = dreq.stmts[i].params;
         if (!params && dreq.params_batch)
             params = dreq.params_batch;
-        st = gs_api_before_query(api, call->database_id, dreq.stmts[i].sql, params, call->identity,
-                                 dreq.kind != GS_DB_QUERY, err);
+        st = gs_api_before_query_op(api, call->database_id, named ? op->name : NULL,
+                                    dreq.stmts[i].sql, params, call->identity,
+                                    dreq.kind != GS_DB_QUERY, err);
     }
 
     stmt_run *r = NULL;
@@ -460,6 +485,7 @@ gs_status gs_api_run_statement(gs_api *api, const gs_api_stmt_call *call, gs_err
         r->acquired = NULL;
         r->done = call->done;
         r->user = call->user;
+        r->after = NULL;
         switch (dreq.kind) {
         case GS_DB_QUERY: r->wrap = GS_API_WRAP_ROWS; break;
         case GS_DB_TRANSACTION:
@@ -472,9 +498,12 @@ gs_status gs_api_run_statement(gs_api *api, const gs_api_stmt_call *call, gs_err
     if (st == GS_OK) {
         dreq.done = stmt_run_done;
         dreq.user = r;
+        r->after = gs_api_after_begin(api, call->database_id, named ? op->name : NULL, dreq.stmts,
+                                      dreq.stmt_count, call->identity, dreq.kind != GS_DB_QUERY);
         /* The database copies the request: stmts and resolved go once this returns. */
         if (gs_db_submit(db, &dreq, err) != GS_OK) {
             st = ws_flavour(call->ws, err);
+            gs_api_after_drop(r->after);
             if (r->acquired)
                 gs_registry_release(api->reg, r->acquired);
             gs_free(r);
@@ -578,6 +607,40 @@ static void serve_db(api_call *c, const gs_request *req, const gs_route *rt)
         respond_error(c, &err);
 }
 
+/* ---- GET /metrics ---- */
+
+static int is_metrics_request(const gs_request *req)
+{
+    return req->method && req->path && strcmp(req->method, "GET") == 0 &&
+           strcspn(req->path, "?#") == 8 && strncmp(req->path, "/metrics", 8) == 0;
+}
+
+static void serve_metrics(api_call *c, const gs_request *req)
+{
+    gs_api *api = c->api;
+    gs_error err;
+    gs_error_init(&err);
+    if (gs_metrics_authenticate(api->metrics)) {
+        gs_auth_context actx = {.struct_size = sizeof actx,
+                                .method = req->method,
+                                .path = "/metrics",
+                                .headers = req->headers,
+                                .header_count = req->header_count,
+                                .remote_address = req->remote_address};
+        if (gs_api_authenticate(api, &actx, &c->identity, &err) != GS_OK) {
+            respond_error(c, &err);
+            return;
+        }
+    }
+    gs_buf b;
+    gs_buf_init(&b);
+    if (gs_metrics_render(api->metrics, api->reg, &b, &err) != GS_OK)
+        respond_error(c, &err);
+    else
+        respond_as(c, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
+    gs_buf_free(&b);
+}
+
 static const char *header_get(const gs_request *req, const char *name)
 {
     for (size_t i = 0; i < req->header_count; i++)
@@ -603,6 +666,10 @@ gs_status gs_api_submit(gs_api *api, const gs_request *req)
     c->api = api;
     c->complete = req->complete;
     c->user = req->user;
+    if (api->metrics) {
+        c->started_ns = gs_metrics_now_ns();
+        c->m_method = gs_metrics_method(req->method);
+    }
     const char *origin = header_get(req, "origin");
     if (origin && api->cors.enabled)
         c->origin = gs_strdup(origin);
@@ -613,6 +680,7 @@ gs_status gs_api_submit(gs_api *api, const gs_request *req)
         return GS_ERROR;
     }
     if (req->method && strcmp(req->method, "OPTIONS") == 0 && api->cors.enabled) {
+        c->m_route = GS_METRICS_ROUTE_PREFLIGHT;
         serve_preflight(c, req);
         return GS_OK;
     }
@@ -627,10 +695,16 @@ gs_status gs_api_submit(gs_api *api, const gs_request *req)
     gs_route rt;
     gs_error err;
     gs_error_init(&err);
+    if (api->metrics && is_metrics_request(req)) {
+        c->m_route = GS_METRICS_ROUTE_METRICS;
+        serve_metrics(c, req);
+        return GS_OK;
+    }
     if (gs_route_match(req->method, req->path, &rt) != GS_OK) {
         respond_code(c, "NOT_FOUND", "no route for this path%s", "");
         return GS_OK;
     }
+    c->m_route = (int)rt.action;
     switch (rt.action) {
     case GS_ROUTE_HEALTH: respond_json(c, 200, "{\"status\":\"ok\"}"); break;
     case GS_ROUTE_HEALTH_READY: serve_health_ready(c); break;
@@ -655,6 +729,8 @@ gs_status gs_api_new(const gs_api_options *opts, gs_registry *registry, gs_api *
     api->cors.max_age = opts->cors.max_age;
     api->cors.origin_count = 0;
     int oom = 0;
+    if (opts->metrics_enabled && !(api->metrics = gs_metrics_new(opts->metrics_authenticate)))
+        oom = 1;
     if (opts->cors.origin_count &&
         !(opts->cors.origin_count == 1 && strcmp(opts->cors.origins[0], "*") == 0)) {
         char **o = gs_calloc(opts->cors.origin_count, sizeof *o);
@@ -729,6 +805,7 @@ void gs_api_free(gs_api *api)
     gs_free(api->cors.methods);
     gs_free(api->cors.headers);
     gs_free(api->hooks);
+    gs_metrics_free(api->metrics);
     gs_operations_free(api->ops);
     pthread_mutex_destroy(&api->mu);
     pthread_cond_destroy(&api->idle);

@@ -42,6 +42,8 @@ typedef struct gs_api_options {
     const gs_api_hook *hooks; /* chained in order */
     size_t hook_count;
     gs_operations *operations; /* may be NULL; the api takes it */
+    int metrics_enabled;       /* serve GET /metrics (else it is 404 NOT_FOUND) */
+    int metrics_authenticate;  /* run the authenticate hook chain before answering it */
 } gs_api_options;
 
 /** Build the api over a registry (borrowed; it must outlive the api). Copies opts. */

@@ -43,6 +43,7 @@ struct gs_api {
      * close every session with 1013 (begin_shutdown); stop the worker (free). Under mu. */
     void (*ws_shutdown)(gs_api *api);
     void (*ws_free)(gs_api *api);
+    struct gs_metrics *metrics; /* request counters; NULL when server.metrics is off */
 };
 
 /** Count one unit of work in flight (gs_api_wait_idle waits for it). */
@@ -109,5 +110,23 @@ gs_status gs_api_authenticate(gs_api *api, const gs_auth_context *ctx, json_t **
 /** Run the beforeQuery hooks over one statement; GS_ERROR (HOOK_DENIED by default) denies it. */
 gs_status gs_api_before_query(gs_api *api, const char *database_id, const char *sql, json_t *params,
                               json_t *identity, int is_write, gs_error *err);
+/** The same for a statement of the registered operation named `operation` (NULL: SQL sent in
+ * the request); hooks see the name in gs_query_context.operation. */
+gs_status gs_api_before_query_op(gs_api *api, const char *database_id, const char *operation,
+                                 const char *sql, json_t *params, json_t *identity, int is_write,
+                                 gs_error *err);
+
+/* afterQuery (after_query.c): what an operation was, captured at submission. */
+typedef struct gs_api_after gs_api_after;
+
+/** Capture the operation for the after_query hooks; NULL when no hook has after_query (or out
+ * of memory: the observation is lost, never the statement). The caller owns the record. */
+gs_api_after *gs_api_after_begin(gs_api *api, const char *database_id, const char *operation,
+                                 const gs_db_stmt *stmts, size_t stmt_count, json_t *identity,
+                                 int is_write);
+/** Call every after_query hook in config order with the elapsed time, then free a. NULL: no-op. */
+void gs_api_after_end(gs_api *api, gs_api_after *a, int failed);
+/** Free a record whose operation never ran. NULL: no-op. */
+void gs_api_after_drop(gs_api_after *a);
 
 #endif

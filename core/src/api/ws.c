@@ -27,6 +27,7 @@
 #include "../db/cdc.h"
 #include "../db/live.h"
 #include "api_internal.h"
+#include "metrics.h"
 #include "ws_message.h"
 
 #include <pthread.h>
@@ -665,8 +666,8 @@ static void subscribe(gs_ws_session *s, gs_ws_msg *m)
             return;
         }
         resolved = gs_operation_resolve_args(op, m->args, s->identity, &err);
-        if (!resolved || gs_api_before_query(api, s->db_id, op->statements[0], resolved,
-                                             s->identity, 0, &err) != GS_OK) {
+        if (!resolved || gs_api_before_query_op(api, s->db_id, op->name, op->statements[0],
+                                                resolved, s->identity, 0, &err) != GS_OK) {
             if (strcmp(err.code, "INVALID_REQUEST") == 0)
                 memcpy(err.code, "INVALID_MESSAGE", sizeof "INVALID_MESSAGE");
             send_error(s, m->id, m->id_len, &err);
@@ -739,10 +740,14 @@ void gs_ws_message(gs_api *api, void *session, const char *data, size_t len)
     gs_error err;
     gs_error_init(&err);
     if (gs_ws_msg_parse(data, len, s->api->accept_sql, &m, &err) != GS_OK) {
+        gs_metrics_ws(s->api->metrics, (int)m.type, 0);
         send_error(s, m.id, m.id_len, &err);
         gs_ws_msg_clear(&m);
         return;
     }
+    /* refused: the server is going away, or an ack this server has no sync for */
+    gs_metrics_ws(s->api->metrics, (int)m.type,
+                  !atomic_load(&s->api->shutting_down) && m.type != GS_WS_ACK);
     if (atomic_load(&s->api->shutting_down)) {
         send_code(s, m.id, m.id_len, "HANDLER_CLOSED",
                   "the server is shutting down; reconnect to another node%s", "");

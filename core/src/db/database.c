@@ -60,11 +60,14 @@ int64_t gs_db_pending_writes(const gs_database *db)
     return atomic_load(&((gs_database *)db)->pending);
 }
 
+const double gs_db_group_size_bounds[GS_DB_GROUP_SIZE_BOUNDS] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+
 void gs_db_get_stats(gs_database *db, gs_db_stats *out)
 {
     pthread_mutex_lock(&db->lock);
     *out = db->stats;
     pthread_mutex_unlock(&db->lock);
+    out->queries = atomic_load_explicit(&db->queries, memory_order_relaxed);
 }
 
 /* ---- the reaper: answers writes whose deadline passed ---- */
@@ -246,7 +249,11 @@ gs_status gs_db_submit(gs_database *db, const gs_db_request *req, gs_error *err)
     gs_job *job;
     if (gs_job_build(req, &job, err) != GS_OK)
         return GS_ERROR;
-    return gs_db_enqueue_take(db, job, err);
+    if (gs_db_enqueue_take(db, job, err) != GS_OK)
+        return GS_ERROR;
+    if (req->kind == GS_DB_QUERY)
+        atomic_fetch_add_explicit(&db->queries, 1, memory_order_relaxed);
+    return GS_OK;
 }
 
 gs_status gs_db_writer_call(gs_database *db, gs_db_writer_fn fn, void *fn_user,

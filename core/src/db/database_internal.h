@@ -24,6 +24,10 @@
 #define GS_GROUP_MAX_STATEMENTS 1000
 
 /** Writer statistics (tests and metrics). */
+/** The upper bounds (units) of the group-size buckets in gs_db_stats: 1, 2, 4 .. 256. */
+#define GS_DB_GROUP_SIZE_BOUNDS 9
+extern const double gs_db_group_size_bounds[GS_DB_GROUP_SIZE_BOUNDS];
+
 typedef struct gs_db_stats {
     uint64_t groups;          /**< BEGIN..COMMIT transactions formed from queued units */
     uint64_t grouped_units;   /**< units run inside those transactions */
@@ -32,6 +36,12 @@ typedef struct gs_db_stats {
     uint64_t shed;            /**< writes skipped at their deadline (WRITE_OVERLOADED) */
     uint64_t timed_out;       /**< writes answered WRITER_WORKER_TIMEOUT */
     uint64_t overloaded;      /**< writes refused at submit because the queue was full */
+    uint64_t writes;          /**< write units the writer has run (applied or failed) */
+    uint64_t queries;         /**< queries accepted onto a reader or the writer */
+    /** Units per writer transaction (a lone job counts as 1): group_size[i] counts those of
+     * at most gs_db_group_size_bounds[i] units and above the previous bound; the last slot
+     * those above every bound. Their sum is grouped_units + alone. */
+    uint64_t group_size[GS_DB_GROUP_SIZE_BOUNDS + 1];
 } gs_db_stats;
 
 struct gs_database {
@@ -47,6 +57,7 @@ struct gs_database {
     gs_job *wq_head, *wq_tail;
     gs_job *running; /**< the group being executed, linked through next */
     _Atomic int64_t pending;
+    _Atomic uint64_t queries; /**< gs_db_stats.queries, counted without the lock */
     int writer_accepting;
     int writer_stop;
     int reaper_stop;

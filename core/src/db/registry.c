@@ -28,6 +28,7 @@ typedef struct entry {
     gs_database *db;
     int state;
     int registered; /* in the map */
+    int announced;  /* events.opened was called: events.closed follows the close */
     int refs;
     uint64_t last_used;
     gs_error open_err; /* E_FAILED: what the waiters get */
@@ -43,6 +44,7 @@ struct gs_registry {
     gs_db_options tenant_options;
     int64_t max_open;
     gs_migration_set *migrations; /* applied on every open; NULL = no migration step */
+    gs_registry_events events;
     entry **buckets;
     size_t nbuckets;
     size_t count;   /* registered entries, opening ones included */
@@ -119,6 +121,7 @@ gs_registry *gs_registry_new(const gs_registry_options *opts)
     reg->tenant_options = o.tenant_options;
     reg->tenant_options.synchronous = reg->tenant_sync;
     reg->max_open = o.max_open;
+    reg->events = o.events;
     pthread_mutex_init(&reg->lock, NULL);
     pthread_cond_init(&reg->cond, NULL);
     return reg;
@@ -196,8 +199,11 @@ static entry *unref(entry *e)
 /* Close a database that is out of the map and holds our reference, then drop it. */
 static void close_and_unref(gs_registry *reg, entry *e)
 {
-    if (e->db)
+    if (e->db) {
         gs_db_close(e->db);
+        if (e->announced && reg->events.closed)
+            reg->events.closed(reg->events.user, e->id, gs_db_path(e->db));
+    }
     pthread_mutex_lock(&reg->lock);
     entry *dead = unref(e);
     pthread_mutex_unlock(&reg->lock);
@@ -256,6 +262,10 @@ static gs_database *finish_open(gs_registry *reg, entry *e, gs_database *db, int
     pthread_mutex_lock(&reg->lock);
     if (db && reg->shutdown) {
         pthread_mutex_unlock(&reg->lock);
+        if (e->announced && reg->events.closed) {
+            gs_db_close(db);
+            reg->events.closed(reg->events.user, e->id, gs_db_path(db));
+        }
         gs_db_free(db);
         db = NULL;
         gs_error_set(err, 0, "SHUTDOWN", "the registry is shutting down");
@@ -281,6 +291,39 @@ static gs_database *finish_open(gs_registry *reg, entry *e, gs_database *db, int
     if (dead)
         entry_free(dead);
     return db;
+}
+
+static gs_database *migrate_opened(gs_registry *reg, gs_database *db, gs_error *err);
+
+/* Ask the before_connect callback (no lock held). GS_ERROR denies the open with err. */
+static gs_status before_connect(gs_registry *reg, const char *id, const char *path, gs_error *err)
+{
+    if (!reg->events.before_connect)
+        return GS_OK;
+    gs_error_init(err);
+    if (reg->events.before_connect(reg->events.user, id, path, err) != GS_ERROR)
+        return GS_OK;
+    if (!err->code[0])
+        gs_error_set(err, 0, "HOOK_DENIED", "opening database '%s' was denied by a hook", id);
+    return GS_ERROR;
+}
+
+/* Ask before_connect, open, migrate, announce and register (the opener keeps its reference
+ * when `keep`). `opened` runs while the entry is still OPENING, so nobody can close the
+ * database before it returned: `opened` always precedes `closed`. */
+static gs_database *open_entry(gs_registry *reg, entry *e, const char *path,
+                               const gs_db_options *opts, int keep, gs_error *err)
+{
+    gs_database *db = NULL;
+    if (before_connect(reg, e->id, path, err) == GS_OK) {
+        gs_db_open(e->id, path, opts, &db, err);
+        db = migrate_opened(reg, db, err);
+    }
+    if (db && reg->events.opened) {
+        reg->events.opened(reg->events.user, e->id, path);
+        e->announced = 1; /* published to other threads by finish_open's lock */
+    }
+    return finish_open(reg, e, db, keep, err);
 }
 
 /* Wait for an E_OPENING entry (lock held, a reference taken by the caller). On failure the
@@ -351,10 +394,7 @@ gs_status gs_registry_open(gs_registry *reg, const char *id, const char *path,
         close_and_unref(reg, victim);
     if (!e)
         return GS_ERROR;
-    gs_database *db = NULL;
-    gs_db_open(id, path, opts, &db, err);
-    db = migrate_opened(reg, db, err);
-    return finish_open(reg, e, db, 0, err) ? GS_OK : GS_ERROR;
+    return open_entry(reg, e, path, opts, 0, err) ? GS_OK : GS_ERROR;
 }
 
 gs_status gs_registry_close(gs_registry *reg, const char *id, gs_error *err)
@@ -457,8 +497,9 @@ gs_database *gs_registry_acquire(gs_registry *reg, const char *id, gs_error *err
         } else {
             gs_db_options o = reg->tenant_options;
             o.create = reg->tenant_create;
-            gs_db_open(id, path, &o, &db, err);
-            db = migrate_opened(reg, db, err);
+            db = open_entry(reg, e, path, &o, 1, err);
+            gs_free(path);
+            return db;
         }
         gs_free(path);
     }

@@ -16,6 +16,22 @@
 
 typedef struct gs_registry gs_registry;
 
+/**
+ * Lifecycle callbacks (spec 02 Hooks: beforeConnect, databaseOpen, databaseClose), so the
+ * registry need not know about plugins. Every member may be NULL. None is called with the
+ * registry lock held; each must not block and must not call back into the registry.
+ */
+typedef struct gs_registry_events {
+    /** Before a file opens: GS_ERROR denies (err set, HOOK_DENIED when left empty). */
+    gs_status (*before_connect)(void *user, const char *id, const char *path, gs_error *err);
+    /** After a database opened (and migrated), just before it is registered: no request
+     * reaches it before this returned. */
+    void (*opened)(void *user, const char *id, const char *path);
+    /** After a database that `opened` announced was closed (close, eviction, shutdown). */
+    void (*closed)(void *user, const char *id, const char *path);
+    void *user;
+} gs_registry_events;
+
 typedef struct gs_registry_options {
     /** Auto-open: when set, an unknown id that passes gs_tenant_id_valid opens
      * "<tenant_dir>/<id><tenant_extension>". */
@@ -30,6 +46,8 @@ typedef struct gs_registry_options {
      * migration's error unchanged; any other failure of the step is DATABASE_OPEN_FAILED.
      * Copied by gs_registry_new. */
     const gs_migration_set *migrations;
+    /** Lifecycle callbacks; copied (the user pointer must outlive the registry's shutdown). */
+    gs_registry_events events;
 } gs_registry_options;
 
 void gs_registry_options_default(gs_registry_options *o);

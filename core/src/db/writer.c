@@ -567,6 +567,12 @@ void *gs_db_writer_main(void *arg)
         pthread_mutex_lock(&db->lock);
         db->running = NULL;
         atomic_fetch_sub(&db->pending, writes);
+        db->stats.writes += (uint64_t)writes;
+        size_t units = grouped ? n : 1;
+        size_t slot = 0;
+        while (slot < GS_DB_GROUP_SIZE_BOUNDS && (double)units > gs_db_group_size_bounds[slot])
+            slot++;
+        db->stats.group_size[slot]++;
         if (grouped) {
             db->stats.groups++;
             db->stats.grouped_units += n;

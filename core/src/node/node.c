@@ -594,6 +594,57 @@ static gs_status build_operations(gs_node *n, gs_operations **out, gs_error *err
     return GS_OK;
 }
 
+/* ---- registry lifecycle events -> hook plugins (spec 02 Hooks), in config order ---- */
+
+#define NODE_HOOK_HAS(vt, member)                                                                  \
+    (GS_HAS_MEMBER(gs_hook_vtable, member, (vt)->struct_size) && (vt)->member)
+
+static gs_status node_before_connect(void *user, const char *id, const char *path, gs_error *err)
+{
+    gs_node *n = user;
+    for (size_t i = 0; i < n->instance_count; i++) {
+        gs_instance *inst = &n->instances[i];
+        if (inst->kind != GS_KIND_HOOK || !inst->instance)
+            continue;
+        const gs_hook_vtable *vt = inst->plugin->desc->vtable;
+        if (!NODE_HOOK_HAS(vt, before_connect))
+            continue;
+        gs_error_init(err);
+        if (vt->before_connect(inst->instance, id, path, err) == GS_ERROR) {
+            if (!err->code[0])
+                gs_error_set(err, 0, "HOOK_DENIED", "hook '%s' denied opening database '%s'",
+                             inst->name, id);
+            return GS_ERROR;
+        }
+    }
+    gs_error_init(err);
+    return GS_OK;
+}
+
+static void node_database_event(gs_node *n, int open, const char *id, const char *path)
+{
+    for (size_t i = 0; i < n->instance_count; i++) {
+        gs_instance *inst = &n->instances[i];
+        if (inst->kind != GS_KIND_HOOK || !inst->instance)
+            continue;
+        const gs_hook_vtable *vt = inst->plugin->desc->vtable;
+        if (open && NODE_HOOK_HAS(vt, database_open))
+            vt->database_open(inst->instance, id, path);
+        else if (!open && NODE_HOOK_HAS(vt, database_close))
+            vt->database_close(inst->instance, id, path);
+    }
+}
+
+static void node_database_opened(void *user, const char *id, const char *path)
+{
+    node_database_event(user, 1, id, path);
+}
+
+static void node_database_closed(void *user, const char *id, const char *path)
+{
+    node_database_event(user, 0, id, path);
+}
+
 gs_status gs_node_start(gs_node *n, gs_error *err)
 {
     const gs_settings *s = &n->s;
@@ -607,6 +658,10 @@ gs_status gs_node_start(gs_node *n, gs_error *err)
                             n->data_dir, strerror(errno));
     gs_registry_options ro;
     gs_registry_options_default(&ro);
+    ro.events.before_connect = node_before_connect;
+    ro.events.opened = node_database_opened;
+    ro.events.closed = node_database_closed;
+    ro.events.user = n;
     char *tenant_dir = NULL;
     if (s->tenants.dir) {
         tenant_dir = gs_path_join(n->data_dir, s->tenants.dir);
@@ -689,6 +744,8 @@ gs_status gs_node_start(gs_node *n, gs_error *err)
     ao.hooks = hooks;
     ao.hook_count = nh;
     ao.operations = ops;
+    ao.metrics_enabled = sv->metrics.enabled;
+    ao.metrics_authenticate = sv->metrics.authenticate;
     if (gs_api_new(&ao, n->reg, &n->api, err) != GS_OK) {
         gs_operations_free(ops);
         return GS_ERROR;

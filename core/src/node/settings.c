@@ -100,6 +100,13 @@ static const gs_config_key op_keys[] = {
         "read: the columns its statement returns"),
 };
 
+static const gs_config_key metrics_keys[] = {
+    KEY("enabled", GS_CFG_BOOL, "false", 0, gs_settings_metrics, enabled,
+        "serve GET /metrics in the Prometheus text format"),
+    KEY("authenticate", GS_CFG_BOOL, "true", 0, gs_settings_metrics, authenticate,
+        "run the authenticate hook chain before answering /metrics"),
+};
+
 static const gs_config_key server_keys[] = {
     KEY("host", GS_CFG_STRING, "127.0.0.1", 0, gs_settings_server, host, "bind address"),
     KEYR("port", GS_CFG_INT, "9876", gs_settings_server, port, 0, 65535,
@@ -116,6 +123,8 @@ static const gs_config_key server_keys[] = {
     KEY("accept_backup_restore", GS_CFG_BOOL, "false", 0, gs_settings_server, accept_backup_restore,
         "accept POST /db/{id}/backup/restore"),
     SUB("cors", GS_CFG_SECTION, gs_settings_server, cors, cors_keys, 0, "CORS"),
+    SUB("metrics", GS_CFG_SECTION, gs_settings_server, metrics, metrics_keys, 0,
+        "GET /metrics (Prometheus)"),
     KEY("tls_cert_file", GS_CFG_STRING, NULL, 0, gs_settings_server, tls_cert_file,
         "PEM certificate chain: serve HTTPS"),
     KEY("tls_key_file", GS_CFG_STRING, NULL, 0, gs_settings_server, tls_key_file,

@@ -41,6 +41,11 @@ typedef struct gs_settings_op {
     gs_config_strings columns;
 } gs_settings_op;
 
+typedef struct gs_settings_metrics {
+    int enabled;      /* serve GET /metrics */
+    int authenticate; /* run the authenticate hook chain before answering it */
+} gs_settings_metrics;
+
 typedef struct gs_settings_server {
     const char *host;
     int64_t port;
@@ -50,6 +55,7 @@ typedef struct gs_settings_server {
     int accept_sql;
     int accept_backup_restore;
     gs_settings_cors cors;
+    gs_settings_metrics metrics;
     const char *tls_cert_file;
     const char *tls_key_file;
     int64_t io_threads;
