@@ -7,6 +7,7 @@
 #include "base/alloc.h"
 #include "base/error.h"
 #include "base/log.h"
+#include "node/backup_cmd.h"
 #include "node/migrate_cmd.h"
 #include "node/node.h"
 
@@ -22,6 +23,8 @@ static void usage(FILE *f)
                "       gatestream --check-config FILE\n"
                "       gatestream --describe-plugin NAME\n"
                "       gatestream migrate --config FILE --db ID [--to N] [--rollback] [--status]\n"
+               "       gatestream backup --config FILE --db ID --to DIR\n"
+               "       gatestream restore --from FILE_OR_DIR --to PATH [--replace]\n"
                "       gatestream --version | --help\n"
                "\n"
                "  --config FILE          run a node from this YAML file\n"
@@ -49,6 +52,10 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "migrate") == 0) /* a subcommand with its own options */
         return gs_migrate_command(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "backup") == 0)
+        return gs_backup_command(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "restore") == 0)
+        return gs_restore_command(argc - 1, argv + 1);
     enum { OPT_CHECK = 256, OPT_DESCRIBE, OPT_HOST, OPT_PORT, OPT_DATA, OPT_LOG };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},

@@ -215,6 +215,17 @@ static inline void th_unload(th_plugin *p)
     p->handle = NULL;
 }
 
+/* The end of every hook test: destroy the instance (if create made one), check the plugin
+ * left no host allocation behind, and unload it. */
+static inline void th_finish(th_plugin *p, void **instance)
+{
+    if (*instance)
+        p->vt->destroy(*instance);
+    *instance = NULL;
+    cr_assert_eq(th_live_blocks(), 0, "%ld block(s) leaked", th_live_blocks());
+    th_unload(p);
+}
+
 /* ---- filling config structs through a key table ---- */
 
 static inline const gs_config_key *th_key(const gs_config_key *keys, size_t count, size_t stride,

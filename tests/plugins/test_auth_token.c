@@ -97,11 +97,7 @@ static gs_status create(fixture *f, const entry *entries, size_t n, const char *
 
 static void teardown(fixture *f)
 {
-    if (f->instance)
-        f->p.vt->destroy(f->instance);
-    f->instance = NULL;
-    cr_assert_eq(th_live_blocks(), 0, "%ld block(s) leaked", th_live_blocks());
-    th_unload(&f->p);
+    th_finish(&f->p, &f->instance);
 }
 
 /* authenticate with one header; returns the status, identity in *id (caller frees). */

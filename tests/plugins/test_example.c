@@ -34,11 +34,7 @@ static gs_status create(fixture *f, const char *const *allow, size_t nallow,
 
 static void teardown(fixture *f)
 {
-    if (f->instance)
-        f->p.vt->destroy(f->instance);
-    f->instance = NULL;
-    cr_assert_eq(th_live_blocks(), 0, "%ld block(s) leaked", th_live_blocks());
-    th_unload(&f->p);
+    th_finish(&f->p, &f->instance);
 }
 
 static gs_status from(fixture *f, const char *remote)

@@ -15,6 +15,8 @@
  */
 #include <gatestream/client_transport.h>
 
+#include "plugin_test_host.h"
+
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <dlfcn.h>
@@ -35,8 +37,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-#define WAIT_MS 10000 /* the bound on every wait in this file */
 
 /* ========================================================================================== */
 /* The fake host                                                                              */
@@ -65,15 +65,10 @@ static struct {
     gs_host host;
     gs_server_settings settings;
     char bind_host[64];
-    char cert_path[512], key_path[512];
 
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
     int submitted, completed;
     record records[MAX_RECORDS];
     int record_count;
-    char **logs;
-    size_t log_count, log_cap;
 
     pending *queue;
     int release_holds;
@@ -88,10 +83,6 @@ static struct {
     pthread_t taker;
     int taker_running;
 
-    atomic_long live_allocs;
-    atomic_size_t fail_size_min; /* > 0: allocations of at least this size fail */
-    atomic_size_t cur_bytes, peak_bytes;
-
     /* the plugin */
     void *dl;
     const gs_plugin_descriptor *desc;
@@ -99,80 +90,7 @@ static struct {
     void *config;
     void *inst;
     int started;
-    char tmpdir[256];
 } F;
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static struct timespec deadline_in(uint64_t ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
-/* Allocation: a 16-byte header holds the size, so current and peak bytes are known. */
-static void *fh_alloc(size_t size)
-{
-    size_t fail = atomic_load(&F.fail_size_min);
-    if (fail && size >= fail)
-        return NULL;
-    size_t *p = malloc(size + 16);
-    if (!p)
-        return NULL;
-    p[0] = size;
-    atomic_fetch_add(&F.live_allocs, 1);
-    size_t cur = atomic_fetch_add(&F.cur_bytes, size) + size;
-    size_t peak = atomic_load(&F.peak_bytes);
-    while (cur > peak && !atomic_compare_exchange_weak(&F.peak_bytes, &peak, cur))
-        ;
-    return (char *)p + 16;
-}
-
-static void fh_free(void *ptr)
-{
-    if (!ptr)
-        return;
-    size_t *p = (size_t *)((char *)ptr - 16);
-    atomic_fetch_sub(&F.cur_bytes, p[0]);
-    atomic_fetch_sub(&F.live_allocs, 1);
-    free(p);
-}
-
-static void *fh_realloc(void *ptr, size_t size)
-{
-    if (!ptr)
-        return fh_alloc(size);
-    size_t old = ((size_t *)((char *)ptr - 16))[0];
-    void *n = fh_alloc(size);
-    if (!n)
-        return NULL;
-    memcpy(n, ptr, old < size ? old : size);
-    fh_free(ptr);
-    return n;
-}
-
-static uint64_t fh_now_ms(void)
-{
-    return now_ms();
-}
-
-static const char *fh_node_id(const gs_host *host)
-{
-    (void)host;
-    return "test-node";
-}
 
 static void *post_thread(void *arg)
 {
@@ -199,9 +117,6 @@ static gs_status fh_post(const gs_host *host, void (*fn)(void *arg), void *arg)
     pthread_detach(t);
     return GS_OK;
 }
-
-static void fh_error_set(gs_error *err, int status, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
 /* What the fake host->upgrade_handoff does with an upgrade. */
 enum handoff_mode {
@@ -235,11 +150,11 @@ static void *taker_main(void *arg)
                       "Connection: Upgrade\r\n\r\n";
     (void)!send(fd, ans, strlen(ans), MSG_NOSIGNAL);
     close(fd);
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     snprintf(F.taken_head, sizeof F.taken_head, "%s", head);
     F.taken_done++;
-    pthread_cond_broadcast(&F.cond);
-    pthread_mutex_unlock(&F.lock);
+    pthread_cond_broadcast(&PT.cond);
+    pthread_mutex_unlock(&PT.lock);
     return NULL;
 }
 
@@ -248,13 +163,13 @@ static gs_status fh_upgrade_handoff(const gs_host *host, int fd, const struct so
 {
     (void)host;
     (void)addrlen;
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     F.handoffs++;
     F.handoff_family = addr ? addr->sa_family : -1;
     int mode = F.handoff_mode;
     int busy = F.taker_running;
-    pthread_cond_broadcast(&F.cond);
-    pthread_mutex_unlock(&F.lock);
+    pthread_cond_broadcast(&PT.cond);
+    pthread_mutex_unlock(&PT.lock);
     if (mode == HANDOFF_DECLINE)
         return GS_DECLINED;
     if (mode == HANDOFF_FAIL || busy) {
@@ -262,10 +177,10 @@ static gs_status fh_upgrade_handoff(const gs_host *host, int fd, const struct so
         fh_error_set(err, 503, "SHUTDOWN", "the WebSocket transport is stopping");
         return GS_ERROR;
     }
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     F.taker_running = pthread_create(&F.taker, NULL, taker_main, (void *)(intptr_t)fd) == 0;
     int ok = F.taker_running;
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     if (!ok) {
         close(fd);
         return GS_ERROR;
@@ -277,48 +192,6 @@ static const gs_server_settings *fh_settings(const gs_host *host)
 {
     (void)host;
     return &F.settings;
-}
-
-static void fh_log(const gs_host *host, gs_log_level level, const char *component, const char *fmt,
-                   ...)
-{
-    (void)host;
-    static const char *names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
-    char msg[1024];
-    int n = snprintf(msg, sizeof msg, "%s %s: ", names[level & 3], component);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
-    va_end(ap);
-    if (getenv("GS_TEST_VERBOSE"))
-        fprintf(stderr, "%s\n", msg);
-    pthread_mutex_lock(&F.lock);
-    if (F.log_count == F.log_cap) {
-        size_t cap = F.log_cap ? F.log_cap * 2 : 64;
-        char **nl = realloc(F.logs, cap * sizeof *nl);
-        if (nl) {
-            F.logs = nl;
-            F.log_cap = cap;
-        }
-    }
-    if (F.log_count < F.log_cap)
-        F.logs[F.log_count++] = strdup(msg);
-    pthread_cond_broadcast(&F.cond);
-    pthread_mutex_unlock(&F.lock);
-}
-
-static void fh_error_set(gs_error *err, int status, const char *code, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    memset(err, 0, sizeof *err);
-    err->struct_size = sizeof *err;
-    err->status = status;
-    snprintf(err->code, sizeof err->code, "%s", code);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
-    va_end(ap);
 }
 
 /* Append s to a JSON string literal (quotes and backslashes escaped). */
@@ -355,10 +228,10 @@ static void fake_complete(void (*complete)(void *, const gs_response *), void *u
         .body_len = strlen(body),
     };
     complete(user, &r);
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     F.completed++;
-    pthread_cond_broadcast(&F.cond);
-    pthread_mutex_unlock(&F.lock);
+    pthread_cond_broadcast(&PT.cond);
+    pthread_mutex_unlock(&PT.lock);
 }
 
 static gs_status fh_api_submit(const gs_host *host, const gs_request *q)
@@ -374,7 +247,7 @@ static gs_status fh_api_submit(const gs_host *host, const gs_request *q)
     for (size_t i = 0; i < q->body_len; i++)
         sum += q->body[i];
 
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     if (F.record_count < MAX_RECORDS) {
         record *rec = &F.records[F.record_count++];
         snprintf(rec->method, sizeof rec->method, "%s", q->method);
@@ -385,8 +258,8 @@ static gs_status fh_api_submit(const gs_host *host, const gs_request *q)
         rec->has_body_pointer = q->body != NULL;
     }
     F.submitted++;
-    pthread_cond_broadcast(&F.cond);
-    pthread_mutex_unlock(&F.lock);
+    pthread_cond_broadcast(&PT.cond);
+    pthread_mutex_unlock(&PT.lock);
 
     char body[2048];
     int status = 200;
@@ -426,11 +299,11 @@ static gs_status fh_api_submit(const gs_host *host, const gs_request *q)
     p->status = status;
     p->body = strdup(body);
     p->due_ms = held ? 0 : now_ms() + 2;
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     p->next = F.queue;
     F.queue = p;
-    pthread_cond_broadcast(&F.cond);
-    pthread_mutex_unlock(&F.lock);
+    pthread_cond_broadcast(&PT.cond);
+    pthread_mutex_unlock(&PT.lock);
     return GS_OK;
 }
 
@@ -438,7 +311,7 @@ static gs_status fh_api_submit(const gs_host *host, const gs_request *q)
 static void *worker_main(void *arg)
 {
     (void)arg;
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     for (;;) {
         pending *ready = NULL;
         uint64_t next_due = 0, now = now_ms();
@@ -456,7 +329,7 @@ static void *worker_main(void *arg)
             }
         }
         if (ready) {
-            pthread_mutex_unlock(&F.lock);
+            pthread_mutex_unlock(&PT.lock);
             while (ready) {
                 pending *p = ready;
                 ready = p->next;
@@ -464,97 +337,51 @@ static void *worker_main(void *arg)
                 free(p->body);
                 free(p);
             }
-            pthread_mutex_lock(&F.lock);
+            pthread_mutex_lock(&PT.lock);
             continue;
         }
         if (F.worker_stop)
             break;
         if (next_due) {
             struct timespec ts = deadline_in(next_due > now ? next_due - now : 0);
-            pthread_cond_timedwait(&F.cond, &F.lock, &ts);
+            pthread_cond_timedwait(&PT.cond, &PT.lock, &ts);
         } else {
-            pthread_cond_wait(&F.cond, &F.lock);
+            pthread_cond_wait(&PT.cond, &PT.lock);
         }
     }
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     return NULL;
 }
 
 static void release_holds(void)
 {
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     F.release_holds = 1;
-    pthread_cond_broadcast(&F.cond);
-    pthread_mutex_unlock(&F.lock);
-}
-
-/* Wait (bounded) until pred() holds; pred runs with F.lock held. */
-static int wait_until(int (*pred)(void *), void *arg, uint64_t ms)
-{
-    struct timespec ts = deadline_in(ms);
-    pthread_mutex_lock(&F.lock);
-    int ok;
-    while (!(ok = pred(arg)))
-        if (pthread_cond_timedwait(&F.cond, &F.lock, &ts) == ETIMEDOUT) {
-            ok = pred(arg);
-            break;
-        }
-    pthread_mutex_unlock(&F.lock);
-    return ok;
-}
-
-static int pred_submitted(void *arg)
-{
-    return F.submitted >= *(int *)arg;
-}
-
-static int pred_completed(void *arg)
-{
-    return F.completed >= *(int *)arg;
-}
-
-static int pred_log(void *arg)
-{
-    for (size_t i = 0; i < F.log_count; i++)
-        if (strstr(F.logs[i], (const char *)arg))
-            return 1;
-    return 0;
+    pthread_cond_broadcast(&PT.cond);
+    pthread_mutex_unlock(&PT.lock);
 }
 
 static int wait_submitted(int n)
 {
-    return wait_until(pred_submitted, &n, WAIT_MS);
+    return pt_wait_at_least(&F.submitted, n);
 }
 
 static int wait_completed(int n)
 {
-    return wait_until(pred_completed, &n, WAIT_MS);
-}
-
-static int wait_log(const char *needle)
-{
-    return wait_until(pred_log, (void *)needle, WAIT_MS);
+    return pt_wait_at_least(&F.completed, n);
 }
 
 static int find_record(const char *path, record *out)
 {
     int found = 0;
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     for (int i = F.record_count - 1; i >= 0; i--)
         if (!strcmp(F.records[i].path, path)) {
             *out = F.records[i];
             found = 1;
             break;
         }
-    pthread_mutex_unlock(&F.lock);
-    return found;
-}
-
-static int log_contains(const char *needle)
-{
-    pthread_mutex_lock(&F.lock);
-    int found = pred_log((void *)needle);
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     return found;
 }
 
@@ -577,16 +404,7 @@ static void config_set_int(const char *key, int64_t value)
 
 static void load_plugin(void)
 {
-    char path[1024];
-    const char *dir = getenv("GS_PLUGIN_DIR");
-    snprintf(path, sizeof path, "%s/gs_transport_http.so", dir && *dir ? dir : GS_PLUGIN_BUILD_DIR);
-    F.dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    cr_assert_not_null(F.dl, "dlopen %s: %s", path, dlerror());
-    gs_plugin_entry_fn entry = (gs_plugin_entry_fn)dlsym(F.dl, GS_PLUGIN_ENTRY_SYMBOL);
-    cr_assert_not_null(entry, "no %s in %s", GS_PLUGIN_ENTRY_SYMBOL, path);
-    cr_assert_null(entry(GS_ABI_MAJOR + 1), "a foreign major must be refused");
-    F.desc = entry(GS_ABI_MAJOR);
-    cr_assert_not_null(F.desc);
+    F.desc = pt_load_descriptor("gs_transport_http.so", &F.dl);
     F.vt = F.desc->vtable;
 
     /* The config struct, filled from the key table's defaults as the core would. */
@@ -610,54 +428,20 @@ static void setup(void)
 {
     signal(SIGPIPE, SIG_IGN); /* the core's job in the server; the test is the host here */
     memset(&F, 0, sizeof F);
-    pthread_mutex_init(&F.lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&F.cond, &ca);
-    pthread_condattr_destroy(&ca);
+    pt_init();
 
-    F.host.struct_size = sizeof F.host;
-    F.host.abi_major = GS_ABI_MAJOR;
-    F.host.abi_minor = GS_ABI_MINOR;
-    F.host.core = &F;
-    F.host.log = fh_log;
-    F.host.alloc = fh_alloc;
-    F.host.realloc = fh_realloc;
-    F.host.free = fh_free;
-    F.host.now_ms = fh_now_ms;
-    F.host.node_id = fh_node_id;
+    pt_host_init(&F.host, &F);
     F.host.post = fh_post;
     F.host.server_settings = fh_settings;
     F.host.api_submit = fh_api_submit;
-    F.host.error_set = fh_error_set;
     F.host.upgrade_handoff = fh_upgrade_handoff;
 
-    snprintf(F.bind_host, sizeof F.bind_host, "127.0.0.1");
-    F.settings.struct_size = sizeof F.settings;
-    F.settings.host = F.bind_host;
-    F.settings.port = 0;
-    F.settings.max_body_bytes = 1048576;
-    F.settings.max_ws_backpressure_bytes = 16777216;
-    F.settings.io_threads = 2;
-    F.settings.connection_limit = 1024;
+    pt_settings_init(&F.settings, F.bind_host, sizeof F.bind_host);
     F.settings.idle_timeout_s = 30;
-    F.settings.access_log = 1;
 
     cr_assert_eq(pthread_create(&F.worker, NULL, worker_main, NULL), 0);
     F.worker_running = 1;
     load_plugin();
-}
-
-static void rm_tmpdir(void)
-{
-    if (!F.tmpdir[0])
-        return;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", F.tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", F.tmpdir);
-    F.tmpdir[0] = '\0';
 }
 
 static void teardown(void)
@@ -672,34 +456,25 @@ static void teardown(void)
         F.taker_running = 0;
     }
     if (F.worker_running) {
-        pthread_mutex_lock(&F.lock);
+        pthread_mutex_lock(&PT.lock);
         F.worker_stop = 1;
-        pthread_cond_broadcast(&F.cond);
-        pthread_mutex_unlock(&F.lock);
+        pthread_cond_broadcast(&PT.cond);
+        pthread_mutex_unlock(&PT.lock);
         pthread_join(F.worker, NULL);
         F.worker_running = 0;
     }
-    cr_expect_eq(atomic_load(&F.live_allocs), 0, "the plugin leaked %ld host allocations",
-                 atomic_load(&F.live_allocs));
-    for (size_t i = 0; i < F.log_count; i++)
-        free(F.logs[i]);
-    free(F.logs);
+    cr_expect_eq(atomic_load(&PT.live_allocs), 0, "the plugin leaked %ld host allocations",
+                 atomic_load(&PT.live_allocs));
     free(F.config);
     if (F.dl)
         dlclose(F.dl);
-    rm_tmpdir();
-    pthread_cond_destroy(&F.cond);
-    pthread_mutex_destroy(&F.lock);
+    pt_fini();
 }
 
 /* create + start; returns the bound port. */
 static int server_start(void)
 {
-    gs_error err;
-    memset(&err, 0, sizeof err);
-    cr_assert_eq(F.vt->create(&F.host, F.config, &F.inst, &err), GS_OK, "create: %s %s", err.code,
-                 err.message);
-    cr_assert_eq(F.vt->start(F.inst, &err), GS_OK, "start: %s %s", err.code, err.message);
+    pt_create_start(F.vt, &F.host, F.config, &F.inst);
     int port = F.vt->bound_port(F.inst);
     cr_assert_gt(port, 0);
     cr_assert_lt(port, 65536);
@@ -728,30 +503,8 @@ typedef struct reply {
 static int client_open(client *c, int family, int port)
 {
     memset(c, 0, sizeof *c);
-    c->fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c->fd < 0)
-        return -1;
-    struct timeval tv = {.tv_sec = WAIT_MS / 1000};
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    int rc;
-    if (family == AF_INET6) {
-        struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
-        inet_pton(AF_INET6, "::1", &a.sin6_addr);
-        rc = connect(c->fd, (struct sockaddr *)&a, sizeof a);
-    } else {
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-        inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-        rc = connect(c->fd, (struct sockaddr *)&a, sizeof a);
-    }
-    if (rc != 0) {
-        close(c->fd);
-        c->fd = -1;
-        return -1;
-    }
-    return 0;
+    c->fd = pt_tcp_connect(family, port, 0);
+    return c->fd < 0 ? -1 : 0;
 }
 
 static int client_connect(client *c, int port)
@@ -761,57 +514,17 @@ static int client_connect(client *c, int port)
 
 static int client_start_tls(client *c, const char *ca_file)
 {
-    if (gnutls_certificate_allocate_credentials(&c->cred) < 0)
-        return -1;
-    if (gnutls_certificate_set_x509_trust_file(c->cred, ca_file, GNUTLS_X509_FMT_PEM) <= 0)
-        return -1;
-    if (gnutls_init(&c->tls, GNUTLS_CLIENT) < 0)
-        return -1;
-    gnutls_server_name_set(c->tls, GNUTLS_NAME_DNS, "localhost", strlen("localhost"));
-    gnutls_set_default_priority(c->tls);
-    gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, c->cred);
-    gnutls_session_set_verify_cert(c->tls, "localhost", 0);
-    gnutls_transport_set_int(c->tls, c->fd);
-    gnutls_handshake_set_timeout(c->tls, WAIT_MS);
-    int rc;
-    do {
-        rc = gnutls_handshake(c->tls);
-    } while (rc < 0 && !gnutls_error_is_fatal(rc));
-    if (rc < 0)
-        fprintf(stderr, "TLS handshake: %s\n", gnutls_strerror(rc));
-    return rc < 0 ? -1 : 0;
+    return pt_tls_start(c->fd, &c->tls, &c->cred, ca_file);
 }
 
 static void client_close(client *c)
 {
-    if (c->tls) {
-        gnutls_bye(c->tls, GNUTLS_SHUT_WR);
-        gnutls_deinit(c->tls);
-    }
-    if (c->cred)
-        gnutls_certificate_free_credentials(c->cred);
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-    c->tls = NULL;
-    c->cred = NULL;
+    pt_conn_close(&c->fd, &c->tls, &c->cred);
 }
 
 static int client_write(client *c, const void *data, size_t n)
 {
-    const char *p = data;
-    while (n > 0) {
-        ssize_t w = c->tls ? gnutls_record_send(c->tls, p, n) : send(c->fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && !c->tls && errno == EINTR)
-            continue;
-        if (w < 0 && c->tls && (w == GNUTLS_E_AGAIN || w == GNUTLS_E_INTERRUPTED))
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    return pt_write_all(c->fd, c->tls, data, n);
 }
 
 static int client_writes(client *c, const char *s)
@@ -1176,7 +889,7 @@ static void too_large_content_length(const char *path)
 {
     F.settings.max_body_bytes = 65536;
     int port = server_start();
-    size_t peak_before = atomic_load(&F.peak_bytes);
+    size_t peak_before = atomic_load(&PT.peak_bytes);
     client c;
     reply r;
     cr_assert_eq(client_connect(&c, port), 0);
@@ -1199,7 +912,7 @@ static void too_large_content_length(const char *path)
     cr_assert(find_record(path, &rec));
     cr_assert_eq(rec.too_large, 1);
     cr_assert_eq(rec.body_len, 0);
-    cr_assert_lt(atomic_load(&F.peak_bytes) - peak_before, 65536, "nothing of the body kept");
+    cr_assert_lt(atomic_load(&PT.peak_bytes) - peak_before, 65536, "nothing of the body kept");
 
     /* The server is fine afterwards. */
     cr_assert_eq(client_connect(&c, port), 0);
@@ -1224,7 +937,7 @@ static void too_large_chunked(const char *path)
 {
     F.settings.max_body_bytes = 65536;
     int port = server_start();
-    size_t peak_before = atomic_load(&F.peak_bytes);
+    size_t peak_before = atomic_load(&PT.peak_bytes);
     client c;
     reply r;
     cr_assert_eq(client_connect(&c, port), 0);
@@ -1253,7 +966,7 @@ static void too_large_chunked(const char *path)
     cr_assert_eq(rec.too_large, 1);
     cr_assert_eq(rec.body_len, 0);
     /* At most the limit (plus growth slack) was ever held: never the 10 MiB. */
-    cr_assert_lt(atomic_load(&F.peak_bytes) - peak_before, 3 * 65536);
+    cr_assert_lt(atomic_load(&PT.peak_bytes) - peak_before, 3 * 65536);
 }
 
 Test(http, too_large_chunked_sync)
@@ -1359,9 +1072,9 @@ Test(http, many_concurrent_connections)
     }
     cr_assert_eq(failures, 0);
     cr_assert(wait_completed(N * 50));
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     int submitted = F.submitted;
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     cr_assert_eq(submitted, N * 50);
 }
 
@@ -1438,13 +1151,13 @@ Test(http, allocation_failures)
     reply r;
 
     /* Nothing can be allocated: not even the request context. */
-    atomic_store(&F.fail_size_min, 1);
+    atomic_store(&PT.fail_size_min, 1);
     cr_assert_eq(client_connect(&c, port), 0);
     expect_local_500(&c, "GET", "/sync/nomem", NULL, NULL);
     client_close(&c);
 
     /* Big allocations fail: the body buffer (Content-Length, then chunked growth). */
-    atomic_store(&F.fail_size_min, 5000);
+    atomic_store(&PT.fail_size_min, 5000);
     char *body = malloc(10001);
     memset(body, 'q', 10000);
     body[10000] = '\0';
@@ -1477,7 +1190,7 @@ Test(http, allocation_failures)
     free(many);
 
     /* Memory is back: all is well. */
-    atomic_store(&F.fail_size_min, 0);
+    atomic_store(&PT.fail_size_min, 0);
     cr_assert_eq(client_connect(&c, port), 0);
     cr_assert_eq(client_request(&c, "GET", "/async/fine", NULL, NULL, &r), 0);
     expect_echo(&r, "GET", "/async/fine", 0);
@@ -1620,7 +1333,7 @@ Test(http, stop_times_out_then_late_complete)
     /* The core answers after the transport is gone: only the contexts are freed. */
     release_holds();
     cr_assert(wait_completed(N));
-    cr_assert_eq(atomic_load(&F.live_allocs), 0);
+    cr_assert_eq(atomic_load(&PT.live_allocs), 0);
 }
 
 /* stop() while clients hammer keep-alive connections: every answer is right or a 503, the
@@ -1705,10 +1418,10 @@ Test(http, stop_under_load)
         snprintf(path, sizeof path, "/hold/storm%d", i);
         record rec;
         struct timespec ts = deadline_in(WAIT_MS);
-        while (!find_record(path, &rec)) { /* the record appears under F.lock + broadcast */
-            pthread_mutex_lock(&F.lock);
-            int rc = pthread_cond_timedwait(&F.cond, &F.lock, &ts);
-            pthread_mutex_unlock(&F.lock);
+        while (!find_record(path, &rec)) { /* the record appears under PT.lock + broadcast */
+            pthread_mutex_lock(&PT.lock);
+            int rc = pthread_cond_timedwait(&PT.cond, &PT.lock, &ts);
+            pthread_mutex_unlock(&PT.lock);
             cr_assert_neq(rc, ETIMEDOUT, "%s reached the core", path);
         }
     }
@@ -1733,11 +1446,11 @@ Test(http, stop_under_load)
     F.vt->destroy(F.inst);
     F.inst = NULL;
     release_holds();
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     int submitted = F.submitted;
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     cr_assert(wait_completed(submitted));
-    cr_assert_eq(atomic_load(&F.live_allocs), 0);
+    cr_assert_eq(atomic_load(&PT.live_allocs), 0);
 }
 
 Test(http, access_log_line)
@@ -1856,21 +1569,11 @@ Test(http, ipv6_loopback)
 /* ------------------------------------------------------------------------------------------ */
 /* One port for HTTP and WebSocket: the acceptor peeks, upgrades go to host->upgrade_handoff   */
 
-static int pred_handoffs(void *arg)
-{
-    return F.handoffs >= *(int *)arg;
-}
-
-static int pred_taken(void *arg)
-{
-    return F.taken_done >= *(int *)arg;
-}
-
 static int handoff_count(void)
 {
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     int n = F.handoffs;
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     return n;
 }
 
@@ -1891,9 +1594,9 @@ Test(http, upgrade_declined_goes_to_the_core)
     reply_free(&r);
     client_close(&c);
     cr_assert_eq(handoff_count(), 1);
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     cr_assert_eq(F.handoff_family, AF_INET);
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
 
     /* Plain requests, keep-alive after a first request, POSTs and other upgrades are never
      * offered to the WebSocket side. */
@@ -1925,9 +1628,9 @@ static void expect_taken(int port, const char *request, const char *want_in_head
 {
     client c;
     int before;
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     before = F.taken_done;
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     cr_assert_eq(client_connect(&c, port), 0);
     cr_assert_eq(client_writes(&c, request), 0);
     while (!memmem(c.buf, c.len, "\r\n\r\n", 4))
@@ -1935,11 +1638,11 @@ static void expect_taken(int port, const char *request, const char *want_in_head
     cr_assert(!strncmp(c.buf, "HTTP/1.1 101 ", 13), "got %.*s", (int)c.len, c.buf);
     client_close(&c);
     int want = before + 1;
-    cr_assert(wait_until(pred_taken, &want, WAIT_MS));
-    pthread_mutex_lock(&F.lock);
+    cr_assert(pt_wait_at_least(&F.taken_done, want));
+    pthread_mutex_lock(&PT.lock);
     cr_assert_str_eq(F.taken_head, request, "the head arrives whole and unread");
     cr_assert(strstr(F.taken_head, want_in_head));
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     pthread_join(F.taker, NULL);
     F.taker_running = 0;
 }
@@ -1987,12 +1690,11 @@ Test(http, upgrade_head_in_pieces)
         cr_assert_gt(client_fill(&c), 0);
     cr_assert(!strncmp(c.buf, "HTTP/1.1 101 ", 13), "got %.*s", (int)c.len, c.buf);
     client_close(&c);
-    int one = 1;
-    cr_assert(wait_until(pred_taken, &one, WAIT_MS));
-    pthread_mutex_lock(&F.lock);
+    cr_assert(pt_wait_at_least(&F.taken_done, 1));
+    pthread_mutex_lock(&PT.lock);
     cr_assert_str_eq(F.taken_head, "GET /db/slow HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
                                    "Connection: Upgrade\r\n\r\n");
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
 }
 
 /* A silent connection holds nobody up and is closed after peek_timeout_ms. */
@@ -2065,8 +1767,7 @@ Test(http, upgrade_handoff_failure)
     cr_assert(client_sees_close(&c));
     client_close(&c);
     cr_assert(wait_log("could not be handed over: SHUTDOWN: the WebSocket transport is stopping"));
-    int one = 1;
-    cr_assert(wait_until(pred_handoffs, &one, WAIT_MS));
+    cr_assert(pt_wait_at_least(&F.handoffs, 1));
 }
 
 /* Without the hand-off (an ABI 1.0 host, the key off, or TLS) libmicrohttpd listens itself
@@ -2122,46 +1823,19 @@ Test(http, many_new_connections_race_the_acceptor)
 /* ------------------------------------------------------------------------------------------ */
 /* HTTPS                                                                                      */
 
-static int make_tmpdir(void)
-{
-    snprintf(F.tmpdir, sizeof F.tmpdir, "/tmp/gs-test-http-XXXXXX");
-    if (!mkdtemp(F.tmpdir)) {
-        F.tmpdir[0] = '\0';
-        return -1;
-    }
-    return 0;
-}
-
-/* A self-signed certificate for localhost/127.0.0.1, made with the openssl CLI. */
-static int make_certificate(void)
-{
-    if (system("command -v openssl >/dev/null 2>&1") != 0)
-        return -1;
-    cr_assert_eq(make_tmpdir(), 0);
-    snprintf(F.cert_path, sizeof F.cert_path, "%s/cert.pem", F.tmpdir);
-    snprintf(F.key_path, sizeof F.key_path, "%s/key.pem", F.tmpdir);
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-             "-keyout '%s' -out '%s' -days 2 -subj /CN=localhost "
-             "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 >/dev/null 2>&1",
-             F.key_path, F.cert_path);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 Test(http, https_round_trip)
 {
-    if (make_certificate() != 0)
+    if (pt_make_certificate("gs-test-http") != 0)
         cr_skip_test("no openssl CLI to make a test certificate");
-    F.settings.tls_cert_file = F.cert_path;
-    F.settings.tls_key_file = F.key_path;
+    F.settings.tls_cert_file = PT.cert_path;
+    F.settings.tls_key_file = PT.key_path;
     int port = server_start();
     cr_assert(wait_log("serving HTTPS on 127.0.0.1:0"));
 
     client c;
     reply r;
     cr_assert_eq(client_connect(&c, port), 0);
-    cr_assert_eq(client_start_tls(&c, F.cert_path), 0);
+    cr_assert_eq(client_start_tls(&c, PT.cert_path), 0);
     cr_assert_eq(client_request(&c, "GET", "/sync/tls?a=b", NULL, NULL, &r), 0);
     expect_echo(&r, "GET", "/sync/tls", 0);
     reply_free(&r);
@@ -2174,7 +1848,7 @@ Test(http, https_round_trip)
     /* With TLS nothing is peeked (it would be ciphertext): an upgrade is an ordinary GET. */
     F.handoff_mode = HANDOFF_TAKE;
     cr_assert_eq(client_connect(&c, port), 0);
-    cr_assert_eq(client_start_tls(&c, F.cert_path), 0);
+    cr_assert_eq(client_start_tls(&c, PT.cert_path), 0);
     cr_assert_eq(client_request(&c, "GET", "/db/wss", UPGRADE_HEADERS, NULL, &r), 0);
     expect_echo(&r, "GET", "/db/wss", 0);
     reply_free(&r);
@@ -2195,7 +1869,7 @@ Test(http, https_config_errors)
 {
     gs_error err;
     void *inst = NULL;
-    cr_assert_eq(make_tmpdir(), 0);
+    cr_assert_eq(pt_make_tmpdir("gs-test-http"), 0);
 
     /* Only one of the pair. */
     F.settings.tls_cert_file = "/nonexistent/cert.pem";
@@ -2215,8 +1889,8 @@ Test(http, https_config_errors)
 
     /* Files that are not PEM. */
     char cert[600], key[600];
-    snprintf(cert, sizeof cert, "%s/cert.pem", F.tmpdir);
-    snprintf(key, sizeof key, "%s/key.pem", F.tmpdir);
+    snprintf(cert, sizeof cert, "%s/cert.pem", PT.tmpdir);
+    snprintf(key, sizeof key, "%s/key.pem", PT.tmpdir);
     FILE *f = fopen(cert, "w");
     fputs("not a certificate\n", f);
     fclose(f);

@@ -60,11 +60,7 @@ static gs_status create_opts(fixture *f, const db_entry *dbs, size_t n, int allo
 
 static void teardown(fixture *f)
 {
-    if (f->instance)
-        f->p.vt->destroy(f->instance);
-    f->instance = NULL;
-    cr_assert_eq(th_live_blocks(), 0, "%ld block(s) leaked", th_live_blocks());
-    th_unload(&f->p);
+    th_finish(&f->p, &f->instance);
 }
 
 static gs_status query(fixture *f, const char *db, const char *sql)

@@ -22,6 +22,8 @@
  */
 #include <gatestream/client_transport.h>
 
+#include "plugin_test_host.h"
+
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <dlfcn.h>
@@ -42,8 +44,6 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-
-#define WAIT_MS 10000 /* the bound on every wait in this file */
 
 /* ========================================================================================== */
 /* The fake host                                                                              */
@@ -79,20 +79,13 @@ static struct {
     gs_server_settings settings;
     char bind_host[64];
 
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
     fsess *sessions;
     int session_count, opens, refusals, closes;
     open_record last_open;
-    char **logs;
-    size_t log_count, log_cap;
 
     task *tasks, *tasks_tail;
     int worker_stop, worker_running;
     pthread_t worker;
-
-    atomic_long live_allocs;
-    atomic_size_t cur_bytes, peak_bytes;
 
     /* our own "http transport": accepts and hands over */
     int lfd, lport;
@@ -106,77 +99,7 @@ static struct {
     const gs_client_transport_vtable *vt;
     void *config;
     void *inst;
-    char tmpdir[256];
-    char cert_path[512], key_path[512];
 } F;
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static struct timespec deadline_in(uint64_t ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
-static void *fh_alloc(size_t size)
-{
-    size_t *p = malloc(size + 16);
-    if (!p)
-        return NULL;
-    p[0] = size;
-    atomic_fetch_add(&F.live_allocs, 1);
-    size_t cur = atomic_fetch_add(&F.cur_bytes, size) + size;
-    size_t peak = atomic_load(&F.peak_bytes);
-    while (cur > peak && !atomic_compare_exchange_weak(&F.peak_bytes, &peak, cur))
-        ;
-    return (char *)p + 16;
-}
-
-static void fh_free(void *ptr)
-{
-    if (!ptr)
-        return;
-    size_t *p = (size_t *)((char *)ptr - 16);
-    atomic_fetch_sub(&F.cur_bytes, p[0]);
-    atomic_fetch_sub(&F.live_allocs, 1);
-    free(p);
-}
-
-static void *fh_realloc(void *ptr, size_t size)
-{
-    if (!ptr)
-        return fh_alloc(size);
-    size_t old = ((size_t *)((char *)ptr - 16))[0];
-    void *n = fh_alloc(size);
-    if (!n)
-        return NULL;
-    memcpy(n, ptr, old < size ? old : size);
-    fh_free(ptr);
-    return n;
-}
-
-static uint64_t fh_now_ms(void)
-{
-    return now_ms();
-}
-
-static const char *fh_node_id(const gs_host *host)
-{
-    (void)host;
-    return "test-node";
-}
 
 static gs_status fh_post(const gs_host *host, void (*fn)(void *arg), void *arg)
 {
@@ -190,52 +113,6 @@ static const gs_server_settings *fh_settings(const gs_host *host)
 {
     (void)host;
     return &F.settings;
-}
-
-static void fh_log(const gs_host *host, gs_log_level level, const char *component, const char *fmt,
-                   ...)
-{
-    (void)host;
-    static const char *names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
-    char msg[1024];
-    int n = snprintf(msg, sizeof msg, "%s %s: ", names[level & 3], component);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
-    va_end(ap);
-    if (getenv("GS_TEST_VERBOSE"))
-        fprintf(stderr, "%s\n", msg);
-    if (level == GS_LOG_DEBUG)
-        return;
-    pthread_mutex_lock(&F.lock);
-    if (F.log_count == F.log_cap) {
-        size_t cap = F.log_cap ? F.log_cap * 2 : 64;
-        char **nl = realloc(F.logs, cap * sizeof *nl);
-        if (nl) {
-            F.logs = nl;
-            F.log_cap = cap;
-        }
-    }
-    if (F.log_count < F.log_cap)
-        F.logs[F.log_count++] = strdup(msg);
-    pthread_cond_broadcast(&F.cond);
-    pthread_mutex_unlock(&F.lock);
-}
-
-static void fh_error_set(gs_error *err, int status, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void fh_error_set(gs_error *err, int status, const char *code, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    memset(err, 0, sizeof *err);
-    err->struct_size = sizeof *err;
-    err->status = status;
-    snprintf(err->code, sizeof err->code, "%s", code);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
-    va_end(ap);
 }
 
 static gs_status fh_api_submit(const gs_host *host, const gs_request *q)
@@ -283,7 +160,7 @@ static gs_status fh_ws_open(const gs_host *host, const gs_ws_open_request *req,
             snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s%s",
                      joined[0] ? ", " : "", req->headers[i].value);
     const char *offer = joined[0] ? joined : NULL;
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     open_record *r = &F.last_open;
     memset(r, 0, sizeof *r);
     snprintf(r->path, sizeof r->path, "%s", req->path);
@@ -297,8 +174,8 @@ static gs_status fh_ws_open(const gs_host *host, const gs_ws_open_request *req,
     snprintf(r->remote, sizeof r->remote, "%s", req->remote_address ? req->remote_address : "");
     r->header_count = (int)req->header_count;
     F.opens++;
-    pthread_cond_broadcast(&F.cond);
-    pthread_mutex_unlock(&F.lock);
+    pthread_cond_broadcast(&PT.cond);
+    pthread_mutex_unlock(&PT.lock);
 
     int refuse_close = 0;
     const char *reason = NULL;
@@ -314,9 +191,9 @@ static gs_status fh_ws_open(const gs_host *host, const gs_ws_open_request *req,
     }
     if (refuse_close || !strcmp(req->path, "/db/teapot") ||
         (offer && offer[0] && !offer_has_sirannon(offer))) {
-        pthread_mutex_lock(&F.lock);
+        pthread_mutex_lock(&PT.lock);
         F.refusals++;
-        pthread_mutex_unlock(&F.lock);
+        pthread_mutex_unlock(&PT.lock);
         if (refuse_close) {
             res->close_code = refuse_close;
             snprintf(res->reason, sizeof res->reason, "%s", reason);
@@ -343,11 +220,11 @@ static gs_status fh_ws_open(const gs_host *host, const gs_ws_open_request *req,
     pthread_mutex_init(&s->lock, NULL);
     s->sink = *req->sink;
     snprintf(s->path, sizeof s->path, "%s", req->path);
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     s->id = ++F.session_count;
     s->next = F.sessions;
     F.sessions = s;
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     res->session = s;
     res->subprotocol = offer && offer[0] ? "sirannon.v1" : NULL;
     return GS_OK;
@@ -365,23 +242,23 @@ static void fh_ws_message(const gs_host *host, void *session, const char *data, 
     memcpy(t->msg, data, len);
     t->msg[len] = '\0';
     t->len = len;
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     s->messages++;
     if (F.tasks_tail)
         F.tasks_tail->next = t;
     else
         F.tasks = t;
     F.tasks_tail = t;
-    pthread_cond_broadcast(&F.cond);
-    pthread_mutex_unlock(&F.lock);
+    pthread_cond_broadcast(&PT.cond);
+    pthread_mutex_unlock(&PT.lock);
 }
 
 static void fh_ws_too_large(const gs_host *host, void *session)
 {
     fsess *s = session;
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     s->too_large++;
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     fh_ws_message(host, session, "echo:too-large", strlen("echo:too-large"));
 }
 
@@ -392,10 +269,10 @@ static void fh_ws_close(const gs_host *host, void *session)
     pthread_mutex_lock(&s->lock); /* waits for a send in progress, as the core does */
     s->closed++;
     pthread_mutex_unlock(&s->lock);
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     F.closes++;
-    pthread_cond_broadcast(&F.cond);
-    pthread_mutex_unlock(&F.lock);
+    pthread_cond_broadcast(&PT.cond);
+    pthread_mutex_unlock(&PT.lock);
 }
 
 /* The fake core's worker: answers messages through the sink, off the plugin's thread. */
@@ -412,9 +289,9 @@ static gs_status core_send(fsess *s, const char *data, size_t len)
     else
         s->sends_error++;
     pthread_mutex_unlock(&s->lock);
-    pthread_mutex_lock(&F.lock);
-    pthread_cond_broadcast(&F.cond);
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
+    pthread_cond_broadcast(&PT.cond);
+    pthread_mutex_unlock(&PT.lock);
     return st;
 }
 
@@ -460,85 +337,40 @@ static void run_task(task *t)
 static void *worker_main(void *arg)
 {
     (void)arg;
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     for (;;) {
         task *t = F.tasks;
         if (t) {
             F.tasks = t->next;
             if (!F.tasks)
                 F.tasks_tail = NULL;
-            pthread_mutex_unlock(&F.lock);
+            pthread_mutex_unlock(&PT.lock);
             run_task(t);
             free(t->msg);
             free(t);
-            pthread_mutex_lock(&F.lock);
+            pthread_mutex_lock(&PT.lock);
             continue;
         }
         if (F.worker_stop)
             break;
-        pthread_cond_wait(&F.cond, &F.lock);
+        pthread_cond_wait(&PT.cond, &PT.lock);
     }
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     return NULL;
-}
-
-static int wait_until(int (*pred)(void *), void *arg, uint64_t ms)
-{
-    struct timespec ts = deadline_in(ms);
-    pthread_mutex_lock(&F.lock);
-    int ok;
-    while (!(ok = pred(arg)))
-        if (pthread_cond_timedwait(&F.cond, &F.lock, &ts) == ETIMEDOUT) {
-            ok = pred(arg);
-            break;
-        }
-    pthread_mutex_unlock(&F.lock);
-    return ok;
-}
-
-static int pred_log(void *arg)
-{
-    for (size_t i = 0; i < F.log_count; i++)
-        if (strstr(F.logs[i], (const char *)arg))
-            return 1;
-    return 0;
-}
-
-static int pred_closes(void *arg)
-{
-    return F.closes >= *(int *)arg;
-}
-
-static int pred_opens(void *arg)
-{
-    return F.opens >= *(int *)arg;
-}
-
-static int wait_log(const char *needle)
-{
-    return wait_until(pred_log, (void *)needle, WAIT_MS);
 }
 
 static int wait_closes(int n)
 {
-    return wait_until(pred_closes, &n, WAIT_MS);
-}
-
-static int log_contains(const char *needle)
-{
-    pthread_mutex_lock(&F.lock);
-    int found = pred_log((void *)needle);
-    pthread_mutex_unlock(&F.lock);
-    return found;
+    return pt_wait_at_least(&F.closes, n);
 }
 
 static fsess *session_by_id(int id)
 {
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     fsess *s = F.sessions;
     while (s && s->id != id)
         s = s->next;
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     return s;
 }
 
@@ -579,16 +411,7 @@ static void config_set_str(const char *key, const char *value)
 
 static void load_plugin(void)
 {
-    char path[1024];
-    const char *dir = getenv("GS_PLUGIN_DIR");
-    snprintf(path, sizeof path, "%s/gs_transport_ws.so", dir && *dir ? dir : GS_PLUGIN_BUILD_DIR);
-    F.dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    cr_assert_not_null(F.dl, "dlopen %s: %s", path, dlerror());
-    gs_plugin_entry_fn entry = (gs_plugin_entry_fn)dlsym(F.dl, GS_PLUGIN_ENTRY_SYMBOL);
-    cr_assert_not_null(entry);
-    cr_assert_null(entry(GS_ABI_MAJOR + 1), "a foreign major must be refused");
-    F.desc = entry(GS_ABI_MAJOR);
-    cr_assert_not_null(F.desc);
+    F.desc = pt_load_descriptor("gs_transport_ws.so", &F.dl);
     F.vt = F.desc->vtable;
     /* The config struct, filled from the key table's defaults as the core would. */
     F.config = calloc(1, F.desc->config_struct_size);
@@ -616,41 +439,20 @@ static void setup(void)
     memset(&F, 0, sizeof F);
     F.lfd = -1;
     F.last_server_fd = -1;
-    pthread_mutex_init(&F.lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&F.cond, &ca);
-    pthread_condattr_destroy(&ca);
+    pt_init();
+    PT.drop_debug_logs = 1; /* only what the plugin says above DEBUG is kept */
 
-    F.host.struct_size = sizeof F.host;
-    F.host.abi_major = GS_ABI_MAJOR;
-    F.host.abi_minor = GS_ABI_MINOR;
-    F.host.core = &F;
-    F.host.log = fh_log;
-    F.host.alloc = fh_alloc;
-    F.host.realloc = fh_realloc;
-    F.host.free = fh_free;
-    F.host.now_ms = fh_now_ms;
-    F.host.node_id = fh_node_id;
+    pt_host_init(&F.host, &F);
     F.host.post = fh_post;
     F.host.server_settings = fh_settings;
     F.host.api_submit = fh_api_submit;
-    F.host.error_set = fh_error_set;
     F.host.ws_open = fh_ws_open;
     F.host.ws_message = fh_ws_message;
     F.host.ws_too_large = fh_ws_too_large;
     F.host.ws_close = fh_ws_close;
 
-    snprintf(F.bind_host, sizeof F.bind_host, "127.0.0.1");
-    F.settings.struct_size = sizeof F.settings;
-    F.settings.host = F.bind_host;
-    F.settings.max_body_bytes = 1048576;
-    F.settings.max_ws_backpressure_bytes = 16777216;
-    F.settings.io_threads = 2;
-    F.settings.connection_limit = 1024;
+    pt_settings_init(&F.settings, F.bind_host, sizeof F.bind_host);
     F.settings.idle_timeout_s = 120;
-    F.settings.access_log = 1;
 
     cr_assert_eq(pthread_create(&F.worker, NULL, worker_main, NULL), 0);
     F.worker_running = 1;
@@ -658,17 +460,6 @@ static void setup(void)
 }
 
 static void acceptor_stop(void);
-
-static void rm_tmpdir(void)
-{
-    if (!F.tmpdir[0])
-        return;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", F.tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", F.tmpdir);
-    F.tmpdir[0] = '\0';
-}
 
 static void teardown(void)
 {
@@ -681,13 +472,13 @@ static void teardown(void)
     for (fsess *s = F.sessions; s; s = s->next)
         cr_expect_eq(s->closed, 1, "session %d (%s) got %d ws_close calls", s->id, s->path,
                      s->closed);
-    cr_expect_eq(atomic_load(&F.live_allocs), 0, "the plugin leaked %ld host allocations",
-                 atomic_load(&F.live_allocs));
+    cr_expect_eq(atomic_load(&PT.live_allocs), 0, "the plugin leaked %ld host allocations",
+                 atomic_load(&PT.live_allocs));
     if (F.worker_running) {
-        pthread_mutex_lock(&F.lock);
+        pthread_mutex_lock(&PT.lock);
         F.worker_stop = 1;
-        pthread_cond_broadcast(&F.cond);
-        pthread_mutex_unlock(&F.lock);
+        pthread_cond_broadcast(&PT.cond);
+        pthread_mutex_unlock(&PT.lock);
         pthread_join(F.worker, NULL);
     }
     while (F.sessions) {
@@ -696,24 +487,15 @@ static void teardown(void)
         pthread_mutex_destroy(&s->lock);
         free(s);
     }
-    for (size_t i = 0; i < F.log_count; i++)
-        free(F.logs[i]);
-    free(F.logs);
     free(F.config);
     if (F.dl)
         dlclose(F.dl);
-    rm_tmpdir();
-    pthread_cond_destroy(&F.cond);
-    pthread_mutex_destroy(&F.lock);
+    pt_fini();
 }
 
 static void server_start(void)
 {
-    gs_error err;
-    memset(&err, 0, sizeof err);
-    cr_assert_eq(F.vt->create(&F.host, F.config, &F.inst, &err), GS_OK, "create: %s %s", err.code,
-                 err.message);
-    cr_assert_eq(F.vt->start(F.inst, &err), GS_OK, "start: %s %s", err.code, err.message);
+    pt_create_start(F.vt, &F.host, F.config, &F.inst);
 }
 
 /* Our stand-in for the http transport: accept, wait for the head, hand the fd over. */
@@ -746,11 +528,11 @@ static void *acceptor_main(void *arg)
         }
         gs_error err;
         memset(&err, 0, sizeof err);
-        pthread_mutex_lock(&F.lock);
+        pthread_mutex_lock(&PT.lock);
         if (F.last_server_fd >= 0)
             close(F.last_server_fd);
         F.last_server_fd = dup(fd);
-        pthread_mutex_unlock(&F.lock);
+        pthread_mutex_unlock(&PT.lock);
         if (F.vt->adopt_upgrade(F.inst, fd, (struct sockaddr *)&ss, sl, &err) != GS_OK)
             fprintf(stderr, "adopt_upgrade: %s %s\n", err.code, err.message);
     }
@@ -831,78 +613,25 @@ static void b64(const unsigned char *in, size_t n, char *out)
 static int wsc_tcp(wsc *c, int port, int rcvbuf)
 {
     memset(c, 0, sizeof *c);
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c->fd < 0)
-        return -1;
-    if (rcvbuf)
-        setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    struct timeval tv = {.tv_sec = WAIT_MS / 1000};
-    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    if (connect(c->fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(c->fd);
-        c->fd = -1;
-        return -1;
-    }
-    return 0;
+    c->fd = pt_tcp_connect(AF_INET, port, rcvbuf);
+    return c->fd < 0 ? -1 : 0;
 }
 
 static void wsc_close(wsc *c)
 {
-    if (c->tls) {
-        gnutls_bye(c->tls, GNUTLS_SHUT_WR);
-        gnutls_deinit(c->tls);
-    }
-    if (c->cred)
-        gnutls_certificate_free_credentials(c->cred);
-    if (c->fd >= 0)
-        close(c->fd);
+    pt_conn_close(&c->fd, &c->tls, &c->cred);
     free(c->buf);
     c->buf = NULL;
-    c->fd = -1;
-    c->tls = NULL;
-    c->cred = NULL;
 }
 
 static int wsc_start_tls(wsc *c, const char *ca_file)
 {
-    if (gnutls_certificate_allocate_credentials(&c->cred) < 0 ||
-        gnutls_certificate_set_x509_trust_file(c->cred, ca_file, GNUTLS_X509_FMT_PEM) <= 0 ||
-        gnutls_init(&c->tls, GNUTLS_CLIENT) < 0)
-        return -1;
-    gnutls_server_name_set(c->tls, GNUTLS_NAME_DNS, "localhost", strlen("localhost"));
-    gnutls_set_default_priority(c->tls);
-    gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, c->cred);
-    gnutls_session_set_verify_cert(c->tls, "localhost", 0);
-    gnutls_transport_set_int(c->tls, c->fd);
-    gnutls_handshake_set_timeout(c->tls, WAIT_MS);
-    int rc;
-    do
-        rc = gnutls_handshake(c->tls);
-    while (rc < 0 && !gnutls_error_is_fatal(rc));
-    if (rc < 0)
-        fprintf(stderr, "TLS handshake: %s\n", gnutls_strerror(rc));
-    return rc < 0 ? -1 : 0;
+    return pt_tls_start(c->fd, &c->tls, &c->cred, ca_file);
 }
 
 static int wsc_write(wsc *c, const void *data, size_t n)
 {
-    const char *p = data;
-    while (n > 0) {
-        ssize_t w = c->tls ? gnutls_record_send(c->tls, p, n) : send(c->fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && ((!c->tls && errno == EINTR) ||
-                      (c->tls && (w == GNUTLS_E_AGAIN || w == GNUTLS_E_INTERRUPTED))))
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    return pt_write_all(c->fd, c->tls, data, n);
 }
 
 /* Read more bytes. >0 read, 0 EOF, -1 error or timeout. */
@@ -1249,9 +978,9 @@ Test(ws, handshake_selects_sirannon_v1)
     cr_assert(head_value(c.head, "Sec-WebSocket-Protocol", v, sizeof v), "%s", c.head);
     cr_assert_str_eq(v, "sirannon.v1");
     /* The core saw the raw path and every header (handed over: all of them). */
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     open_record r = F.last_open;
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     cr_assert_str_eq(r.path, "/db/a%2Fb");
     cr_assert_str_eq(r.offer, "sirannon.v1, other");
     cr_assert_str_eq(r.auth, "Bearer T0K3N");
@@ -1301,10 +1030,10 @@ Test(ws, offer_without_sirannon_is_http_400)
     cr_assert_eq(wsc_open(&c, port, "/db/teapot", NULL), 418);
     cr_assert(strstr(c.body, "short and stout"), "%s", c.body);
     wsc_close(&c);
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     cr_assert_eq(F.session_count, 0);
     cr_assert_eq(F.refusals, 2);
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     cr_assert(wait_log("WS /db/main 400 127.0.0.1:"));
 }
 
@@ -1328,9 +1057,9 @@ Test(ws, refusals_close_after_the_handshake)
     cr_assert_eq(wsc_open(&c, port, "/db/denied", NULL), 101);
     expect_close(&c, 4401, "UNAUTHORIZED");
     wsc_close(&c);
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     cr_assert_eq(F.session_count, 0, "no session for a refusal");
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     cr_assert(wait_log("WS /db/denied 101 127.0.0.1:"));
     cr_assert(log_contains("(refused: closing with 4401)"));
 }
@@ -1350,9 +1079,9 @@ Test(ws, long_credential_in_the_offer)
     cr_assert_eq(wsc_open(&c, port, "/db/main", extra), 101, "status %d", c.status);
     cr_assert(head_value(c.head, "Sec-WebSocket-Protocol", v, sizeof v));
     cr_assert_str_eq(v, "sirannon.v1", "the credential never comes back");
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     cr_assert_eq(strlen(F.last_open.offer), strlen("sirannon.v1, bearer.") + 1000);
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     expect_echo(&c, "long offer");
     client_bye(&c);
 
@@ -1363,9 +1092,9 @@ Test(ws, long_credential_in_the_offer)
                  101);
     cr_assert(head_value(c.head, "Sec-WebSocket-Protocol", v, sizeof v));
     cr_assert_str_eq(v, "sirannon.v1");
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     cr_assert_str_eq(F.last_open.offer, "sirannon.v1, token.abc");
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     client_bye(&c);
     cr_assert(wait_closes(2));
 }
@@ -1415,9 +1144,9 @@ Test(ws, bad_requests_are_answered_locally)
         cr_assert_gt(wsc_fill(&c), 0);
     cr_assert(!strncmp((char *)c.buf, "HTTP/1.1 400", 12), "%.*s", (int)c.len, c.buf);
     wsc_close(&c);
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     cr_assert_eq(F.opens, 0, "the core is not asked about malformed upgrades");
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
 }
 
 Test(ws, fragmented_messages_are_reassembled)
@@ -1495,7 +1224,7 @@ Test(ws, message_over_the_limit_is_refused_and_the_connection_lives)
     int port = start_handoff();
     wsc c;
     cr_assert_eq(wsc_open(&c, port, "/db/main", NULL), 101);
-    size_t peak_before = atomic_load(&F.peak_bytes);
+    size_t peak_before = atomic_load(&PT.peak_bytes);
 
     /* Exactly the limit passes. */
     char *m = malloc(2000000);
@@ -1524,15 +1253,15 @@ Test(ws, message_over_the_limit_is_refused_and_the_connection_lives)
     cr_assert_eq(wsc_read_msg(&c, &data, &len), OP_TEXT);
     cr_assert_str_eq(data, "too-large");
     free(data);
-    cr_assert_lt(atomic_load(&F.peak_bytes) - peak_before, 512 * 1024,
+    cr_assert_lt(atomic_load(&PT.peak_bytes) - peak_before, 512 * 1024,
                  "the oversized message was never buffered");
 
     expect_echo(&c, "still here");
     fsess *s = session_by_id(1);
     cr_assert_not_null(s);
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     cr_assert_eq(s->too_large, 2);
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     client_bye(&c);
 }
 
@@ -1549,9 +1278,9 @@ Test(ws, backpressure_closes_with_4290)
     fsess *s = NULL;
     struct timespec ts = deadline_in(WAIT_MS);
     while (!(s = session_by_id(1))) {
-        pthread_mutex_lock(&F.lock);
-        int rc = pthread_cond_timedwait(&F.cond, &F.lock, &ts);
-        pthread_mutex_unlock(&F.lock);
+        pthread_mutex_lock(&PT.lock);
+        int rc = pthread_cond_timedwait(&PT.cond, &PT.lock, &ts);
+        pthread_mutex_unlock(&PT.lock);
         cr_assert_neq(rc, ETIMEDOUT);
     }
     cr_assert(wait_until(pred_sends_done, s, WAIT_MS), "the flood stops");
@@ -1617,23 +1346,23 @@ Test(ws, stop_closes_every_connection_with_1013)
     cr_assert_eq(wsc_text(&c[N - 1], "flood:2000:4000"), 0);
     fsess *s = NULL;
     struct timespec ts = deadline_in(WAIT_MS);
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     for (;;) {
         for (s = F.sessions; s && s->sends_ok < 2000; s = s->next)
             ;
-        if (s || pthread_cond_timedwait(&F.cond, &F.lock, &ts) == ETIMEDOUT)
+        if (s || pthread_cond_timedwait(&PT.cond, &PT.lock, &ts) == ETIMEDOUT)
             break;
     }
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     cr_assert_not_null(s, "the flood was queued");
     /* ... and the server's side of that socket is full: nothing more can be written. */
     uint64_t until = now_ms() + WAIT_MS;
     int full = 0;
     while (!full && now_ms() < until) {
-        pthread_mutex_lock(&F.lock);
+        pthread_mutex_lock(&PT.lock);
         struct pollfd p = {.fd = F.last_server_fd, .events = POLLOUT};
         full = poll(&p, 1, 0) == 0;
-        pthread_mutex_unlock(&F.lock);
+        pthread_mutex_unlock(&PT.lock);
         if (!full) {
             struct pollfd idle = {.fd = -1};
             poll(&idle, 0, 20); /* bounded polling of a kernel state nothing signals */
@@ -1647,9 +1376,9 @@ Test(ws, stop_closes_every_connection_with_1013)
     cr_assert_geq(took, 250);
     cr_assert_lt(took, 5000);
     cr_assert(log_contains("1 connection did not finish closing in 300 ms"));
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     cr_assert_eq(F.closes, N, "ws_close once per connection by the time stop returns");
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     /* The others got their 1013. */
     for (int i = 0; i < N - 1; i++) {
         char *data;
@@ -1710,9 +1439,9 @@ Test(ws, stop_waits_for_close_handshakes)
     cr_assert_lt(took, 2500, "stop returned once the clients answered (%llu ms)",
                  (unsigned long long)took);
     cr_assert_not(log_contains("did not finish closing"));
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     cr_assert_eq(F.closes, N);
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     /* Handed-over upgrades after stop are refused (the fd is closed). */
     struct sockaddr_in a = {.sin_family = AF_INET};
     int fds[2];
@@ -1791,11 +1520,11 @@ Test(ws, many_connections)
     }
     cr_assert_eq(failures, 0);
     cr_assert(wait_closes(N), "every connection was reported closed");
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     cr_assert_eq(F.session_count, N);
     for (fsess *s = F.sessions; s; s = s->next)
         cr_assert_eq(s->closed, 1, "session %d closed %d times", s->id, s->closed);
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
 }
 
 /* Handle one frame the server sent within ms (pings counted, answered when auto_pong).
@@ -1864,9 +1593,9 @@ Test(ws, own_port)
                           "Sec-WebSocket-Protocol: sirannon.v1\r\nAuthorization: Bearer abc\r\n"
                           "X-Custom: passed\r\nX-Other: not configured\r\n"),
                  101);
-    pthread_mutex_lock(&F.lock);
+    pthread_mutex_lock(&PT.lock);
     open_record r = F.last_open;
-    pthread_mutex_unlock(&F.lock);
+    pthread_mutex_unlock(&PT.lock);
     cr_assert_str_eq(r.path, "/db/x%2Fy%20z");
     cr_assert_str_eq(r.auth, "Bearer abc");
     cr_assert_str_eq(r.offer, "sirannon.v1");
@@ -1949,40 +1678,20 @@ Test(ws, busy_port_and_bad_settings)
 /* ------------------------------------------------------------------------------------------ */
 /* WSS on its own port                                                                        */
 
-static int make_certificate(void)
-{
-    if (system("command -v openssl >/dev/null 2>&1") != 0)
-        return -1;
-    snprintf(F.tmpdir, sizeof F.tmpdir, "/tmp/gs-test-ws-XXXXXX");
-    if (!mkdtemp(F.tmpdir)) {
-        F.tmpdir[0] = '\0';
-        return -1;
-    }
-    snprintf(F.cert_path, sizeof F.cert_path, "%s/cert.pem", F.tmpdir);
-    snprintf(F.key_path, sizeof F.key_path, "%s/key.pem", F.tmpdir);
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-             "-keyout '%s' -out '%s' -days 2 -subj /CN=localhost "
-             "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 >/dev/null 2>&1",
-             F.key_path, F.cert_path);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 Test(ws, wss_on_own_port)
 {
-    if (make_certificate() != 0)
+    if (pt_make_certificate("gs-test-ws") != 0)
         cr_skip_test("no openssl CLI to make a test certificate");
     config_set_int("port", -1);
-    config_set_str("tls_cert_file", F.cert_path);
-    config_set_str("tls_key_file", F.key_path);
+    config_set_str("tls_cert_file", PT.cert_path);
+    config_set_str("tls_key_file", PT.key_path);
     server_start();
     int port = F.vt->bound_port(F.inst);
     cr_assert_gt(port, 0);
     cr_assert(log_contains("serving WSS on 127.0.0.1:0"));
     wsc c;
     cr_assert_eq(wsc_tcp(&c, port, 0), 0);
-    cr_assert_eq(wsc_start_tls(&c, F.cert_path), 0);
+    cr_assert_eq(wsc_start_tls(&c, PT.cert_path), 0);
     cr_assert_eq(wsc_handshake(&c, "/db/secure", "Sec-WebSocket-Protocol: sirannon.v1\r\n"), 101);
     expect_echo(&c, "over tls");
     cr_assert_eq(wsc_text(&c, "big:200000"), 0);
@@ -1993,6 +1702,5 @@ Test(ws, wss_on_own_port)
     free(data);
     client_bye(&c);
     cr_assert(wait_closes(1));
-    int one = 1;
-    cr_assert(wait_until(pred_opens, &one, WAIT_MS));
+    cr_assert(pt_wait_at_least(&F.opens, 1));
 }

@@ -11,9 +11,9 @@
 #include "base/error.h"
 #include "db/cdc.h"
 #include "db/registry.h"
+#include "test_support.h"
 
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -27,21 +27,6 @@
 #define WAIT_MS 20000
 
 static char tmpdir[64];
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- a fake sink: records frames and closes; can refuse sends ---- */
 
@@ -136,7 +121,7 @@ static void sink_free(fake_sink *f)
  * most WAIT_MS; NULL then. Frames it passes over stay queued. The caller json_decrefs it. */
 static json_t *take_frame(fake_sink *f, int (*pred)(json_t *, const void *), const void *arg)
 {
-    int64_t deadline = now_ms() + WAIT_MS;
+    int64_t deadline = gs_test_now_ms() + WAIT_MS;
     pthread_mutex_lock(&f->m);
     frame *fr = NULL, *prev = NULL;
     for (;;) {
@@ -144,15 +129,9 @@ static json_t *take_frame(fake_sink *f, int (*pred)(json_t *, const void *), con
         for (fr = f->head; fr; prev = fr, fr = fr->next)
             if (!pred || (fr->json && pred(fr->json, arg)))
                 break;
-        if (fr || now_ms() >= deadline)
+        if (fr || gs_test_now_ms() >= deadline)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = gs_test_realtime_in(20);
         pthread_cond_timedwait(&f->c, &f->m, &ts);
     }
     if (fr) {
@@ -225,17 +204,11 @@ static int is_type_id(json_t *j, const void *arg)
 /* Wait until cond(f) holds (under the sink lock), at most WAIT_MS. */
 static int wait_for(fake_sink *f, int (*cond)(fake_sink *))
 {
-    int64_t deadline = now_ms() + WAIT_MS;
+    int64_t deadline = gs_test_now_ms() + WAIT_MS;
     pthread_mutex_lock(&f->m);
     int ok;
-    while (!(ok = cond(f)) && now_ms() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+    while (!(ok = cond(f)) && gs_test_now_ms() < deadline) {
+        struct timespec ts = gs_test_realtime_in(20);
         pthread_cond_timedwait(&f->c, &f->m, &ts);
     }
     pthread_mutex_unlock(&f->m);
@@ -401,8 +374,7 @@ static gs_api *make_api(int accept_sql)
 
 static void setup(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/gs-ws-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    gs_test_mkdtemp(tmpdir, sizeof tmpdir, "ws");
     gs_registry_options ro;
     gs_registry_options_default(&ro);
     reg = gs_registry_new(&ro);
@@ -465,7 +437,7 @@ static void teardown(void)
     }
     gs_registry_shutdown(reg);
     gs_registry_free(reg);
-    nftw(tmpdir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+    gs_test_rmtree(tmpdir);
     cr_assert_eq(left, 0, "sessions or requests left running");
 }
 
@@ -1220,8 +1192,8 @@ Test(ws, backpressure_stops_sending_and_releases_subscriptions)
                   "VALUES ('z', 1)\"}");
     cr_assert(wait_for(&c.f, refused));
     /* the subscription is released without waiting for the transport's close */
-    int64_t deadline = now_ms() + WAIT_MS;
-    while (gs_db_cdc_subscriber_count(db) != 0 && now_ms() < deadline)
+    int64_t deadline = gs_test_now_ms() + WAIT_MS;
+    while (gs_db_cdc_subscriber_count(db) != 0 && gs_test_now_ms() < deadline)
         usleep(5000);
     cr_assert_eq(gs_db_cdc_subscriber_count(db), 0);
     /* nothing more is sent: the refused send was the last */

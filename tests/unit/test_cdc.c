@@ -7,9 +7,9 @@
 #include "db/cdc_internal.h"
 #include "db/database.h"
 #include "db/database_internal.h"
+#include "test_support.h"
 
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -24,36 +24,20 @@
 static char tmpdir[64];
 static char dbpath[128];
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static void setup(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/gs-cdc-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    gs_test_mkdtemp(tmpdir, sizeof tmpdir, "cdc");
     snprintf(dbpath, sizeof dbpath, "%s/d.db", tmpdir);
 }
 
 static void teardown(void)
 {
-    nftw(tmpdir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+    gs_test_rmtree(tmpdir);
 }
 
 TestSuite(cdc, .init = setup, .fini = teardown);
 
 /* ---- helpers ---- */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int64_t now_us(void)
 {
@@ -66,24 +50,6 @@ static void nap_us(long us)
 {
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
     nanosleep(&ts, NULL);
-}
-
-static void deadline_in(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    long ns = ts->tv_nsec + (long)(ms % 1000) * 1000000L;
-    ts->tv_sec += ms / 1000 + ns / 1000000000L;
-    ts->tv_nsec = ns % 1000000000L;
-}
-
-static json_t *parse(const char *text)
-{
-    if (!text)
-        return NULL;
-    json_error_t je;
-    json_t *j = json_loads(text, JSON_DECODE_ANY, &je);
-    cr_assert_not_null(j, "bad JSON %s: %s", text, je.text);
-    return j;
 }
 
 typedef struct waiter {
@@ -124,11 +90,10 @@ static void on_done(void *user, const gs_db_reply *r)
 
 static void wait_calls(waiter *w, int calls)
 {
-    int64_t deadline = now_ms() + WAIT_MS;
+    int64_t deadline = gs_test_now_ms() + WAIT_MS;
     pthread_mutex_lock(&w->m);
-    while (w->calls < calls && now_ms() < deadline) {
-        struct timespec ts;
-        deadline_in(&ts, 50);
+    while (w->calls < calls && gs_test_now_ms() < deadline) {
+        struct timespec ts = gs_test_realtime_in(50);
         pthread_cond_timedwait(&w->c, &w->m, &ts);
     }
     int got = w->calls;
@@ -145,12 +110,12 @@ static gs_status submit(gs_database *db, gs_db_job_kind kind, const char *const 
     cr_assert_leq(n, 32);
     for (size_t i = 0; i < n; i++) {
         stmts[i].sql = sqls[i];
-        stmts[i].params = params && params[i] ? parse(params[i]) : NULL;
+        stmts[i].params = params && params[i] ? gs_test_parse_json(params[i]) : NULL;
     }
     gs_db_request req = {.kind = kind,
                          .stmts = stmts,
                          .stmt_count = n,
-                         .params_batch = parse(batch),
+                         .params_batch = gs_test_parse_json(batch),
                          .checkpoint = 1,
                          .done = on_done,
                          .user = w};
@@ -318,11 +283,10 @@ static void collect(void *user, const char *json, size_t len, uint64_t seq)
 
 static size_t wait_events(collector *c, size_t n, int ms)
 {
-    int64_t deadline = now_ms() + ms;
+    int64_t deadline = gs_test_now_ms() + ms;
     pthread_mutex_lock(&c->m);
-    while (c->n < n && now_ms() < deadline) {
-        struct timespec ts;
-        deadline_in(&ts, 20);
+    while (c->n < n && gs_test_now_ms() < deadline) {
+        struct timespec ts = gs_test_realtime_in(20);
         pthread_cond_timedwait(&c->c, &c->m, &ts);
     }
     size_t got = c->n;
@@ -340,7 +304,7 @@ static json_t *event(collector *c, size_t i)
 {
     pthread_mutex_lock(&c->m);
     cr_assert_lt(i, c->n);
-    json_t *j = parse(c->evs[i].json);
+    json_t *j = gs_test_parse_json(c->evs[i].json);
     pthread_mutex_unlock(&c->m);
     return j;
 }
@@ -350,7 +314,7 @@ static gs_cdc_sub *subscribe_full(gs_database *db, const char *table, const char
                                   collector *c, gs_cdc_subscribed *info)
 {
     gs_cdc_subscribe_request req = {.table = table,
-                                    .filter = parse(filter),
+                                    .filter = gs_test_parse_json(filter),
                                     .has_since = has_since,
                                     .since_seq = since,
                                     .epoch = epoch,
@@ -376,7 +340,7 @@ static gs_cdc_sub *subscribe(gs_database *db, const char *table, const char *fil
 
 static void expect_json_eq(json_t *got, const char *expected_text, const char *what)
 {
-    json_t *want = parse(expected_text);
+    json_t *want = gs_test_parse_json(expected_text);
     char *g = json_dumps(got, JSON_SORT_KEYS | JSON_COMPACT | JSON_ENCODE_ANY);
     char *e = json_dumps(want, JSON_SORT_KEYS | JSON_COMPACT | JSON_ENCODE_ANY);
     cr_assert(json_equal(got, want), "%s: got %s, want %s", what, g, e);
@@ -667,11 +631,11 @@ Test(cdc, bad_identifiers_and_targets_are_refused)
     /* a malformed filter */
     exec1(db, "CREATE TABLE ok (id INTEGER PRIMARY KEY)", NULL);
     req.table = "ok";
-    req.filter = parse("[1]");
+    req.filter = gs_test_parse_json("[1]");
     cr_assert_eq(gs_db_cdc_subscribe(db, &req, &sub, &info, &err), GS_ERROR);
     cr_assert_str_eq(err.code, "INVALID_REQUEST");
     json_decref(req.filter);
-    req.filter = parse("{\"id\":{\"__sirannon_int\":\"x\"}}");
+    req.filter = gs_test_parse_json("{\"id\":{\"__sirannon_int\":\"x\"}}");
     cr_assert_eq(gs_db_cdc_subscribe(db, &req, &sub, &info, &err), GS_ERROR);
     json_decref(req.filter);
     cr_assert_eq(gs_db_cdc_subscriber_count(db), 0);
@@ -1184,8 +1148,8 @@ Test(cdc, foreign_epoch_and_pruned_cursor_resync)
 
     /* prune: rows older than 1 ms go once nobody holds them */
     gs_error err;
-    int64_t deadline = now_ms() + WAIT_MS;
-    while (sql_int("SELECT count(*) FROM _sirannon_changes") > 0 && now_ms() < deadline) {
+    int64_t deadline = gs_test_now_ms() + WAIT_MS;
+    while (sql_int("SELECT count(*) FROM _sirannon_changes") > 0 && gs_test_now_ms() < deadline) {
         gs_error_init(&err);
         cr_assert_eq(gs_cdc_prune_now(db, &err), GS_OK, "%s", err.message);
         if (sql_int("SELECT count(*) FROM _sirannon_changes") > 0)
@@ -1372,13 +1336,12 @@ static gs_status gate_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
     (void)conn;
     (void)err;
     gate *g = user;
-    int64_t deadline = now_ms() + WAIT_MS;
+    int64_t deadline = gs_test_now_ms() + WAIT_MS;
     pthread_mutex_lock(&g->m);
     g->entered = 1;
     pthread_cond_broadcast(&g->c);
-    while (!g->open && now_ms() < deadline) {
-        struct timespec ts;
-        deadline_in(&ts, 20);
+    while (!g->open && gs_test_now_ms() < deadline) {
+        struct timespec ts = gs_test_realtime_in(20);
         pthread_cond_timedwait(&g->c, &g->m, &ts);
     }
     pthread_mutex_unlock(&g->m);
@@ -1409,10 +1372,9 @@ Test(cdc, stamping_one_tx_per_unit_in_a_group)
     gs_error err;
     cr_assert_eq(gs_db_writer_call(db, gate_fn, &g, on_done, &gw, &err), GS_OK);
     pthread_mutex_lock(&g.m);
-    int64_t deadline = now_ms() + WAIT_MS;
-    while (!g.entered && now_ms() < deadline) {
-        struct timespec ts;
-        deadline_in(&ts, 20);
+    int64_t deadline = gs_test_now_ms() + WAIT_MS;
+    while (!g.entered && gs_test_now_ms() < deadline) {
+        struct timespec ts = gs_test_realtime_in(20);
         pthread_cond_timedwait(&g.c, &g.m, &ts);
     }
     pthread_mutex_unlock(&g.m);
@@ -1481,7 +1443,7 @@ Test(cdc, stamping_one_tx_per_unit_in_a_group)
     waiter lw;
     waiter_init(&lw);
     gs_db_stmt ls = {.sql = lsql, .params = NULL};
-    json_t *lb = parse("[[50],[51]]");
+    json_t *lb = gs_test_parse_json("[[50],[51]]");
     gs_db_request lr = {.kind = GS_DB_LOAD,
                         .stmts = &ls,
                         .stmt_count = 1,
@@ -1592,7 +1554,7 @@ Test(cdc, delivery_latency_is_reported)
     for (int i = 0; i < N; i++) {
         char p[32];
         snprintf(p, sizeof p, "[%d]", i);
-        gs_db_stmt st = {.sql = sql, .params = parse(p)};
+        gs_db_stmt st = {.sql = sql, .params = gs_test_parse_json(p)};
         gs_db_request req = {.kind = GS_DB_EXECUTE,
                              .stmts = &st,
                              .stmt_count = 1,

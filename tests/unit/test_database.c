@@ -4,9 +4,9 @@
 #include "base/error.h"
 #include "db/database.h"
 #include "db/database_internal.h"
+#include "test_support.h"
 
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,36 +20,20 @@
 static char tmpdir[64];
 static char dbpath[128];
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static void setup(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/gs-db-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    gs_test_mkdtemp(tmpdir, sizeof tmpdir, "db");
     snprintf(dbpath, sizeof dbpath, "%s/d.db", tmpdir);
 }
 
 static void teardown(void)
 {
-    nftw(tmpdir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+    gs_test_rmtree(tmpdir);
 }
 
 TestSuite(database, .init = setup, .fini = teardown);
 
 /* ---- helpers ---- */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void nap_ms(int ms)
 {
@@ -106,31 +90,15 @@ static void on_done(void *user, const gs_db_reply *r)
 /* Wait until w has been answered; fails the test after WAIT_MS. */
 static void wait_done(waiter *w)
 {
-    int64_t deadline = now_ms() + WAIT_MS;
+    int64_t deadline = gs_test_now_ms() + WAIT_MS;
     pthread_mutex_lock(&w->m);
-    while (w->calls == 0 && now_ms() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+    while (w->calls == 0 && gs_test_now_ms() < deadline) {
+        struct timespec ts = gs_test_realtime_in(50);
         pthread_cond_timedwait(&w->c, &w->m, &ts);
     }
     int calls = w->calls;
     pthread_mutex_unlock(&w->m);
     cr_assert_gt(calls, 0, "no answer within %d ms", WAIT_MS);
-}
-
-static json_t *parse(const char *text)
-{
-    if (!text)
-        return NULL;
-    json_error_t je;
-    json_t *j = json_loads(text, JSON_DECODE_ANY, &je);
-    cr_assert_not_null(j, "bad test JSON %s: %s", text, je.text);
-    return j;
 }
 
 /* Submit one request; the statements are given as sql/params pairs. */
@@ -142,12 +110,12 @@ static gs_status submit_req(gs_database *db, gs_db_job_kind kind, const char *co
     cr_assert_leq(n, 16);
     for (size_t i = 0; i < n; i++) {
         stmts[i].sql = sqls[i];
-        stmts[i].params = params ? parse(params[i]) : NULL;
+        stmts[i].params = params ? gs_test_parse_json(params[i]) : NULL;
     }
     gs_db_request req = {.kind = kind,
                          .stmts = stmts,
                          .stmt_count = n,
-                         .params_batch = parse(batch),
+                         .params_batch = gs_test_parse_json(batch),
                          .durability = durability,
                          .checkpoint = 1,
                          .done = on_done,
@@ -248,7 +216,7 @@ static long long count_rows(gs_database *db, const char *table)
     char sql[128];
     snprintf(sql, sizeof sql, "SELECT count(*) AS n FROM %s", table);
     char *json = ok1(db, GS_DB_QUERY, sql, NULL);
-    json_t *j = parse(json);
+    json_t *j = gs_test_parse_json(json);
     long long n = json_integer_value(json_object_get(json_array_get(j, 0), "n"));
     json_decref(j);
     free(json);
@@ -273,8 +241,8 @@ static void release_write_lock(sqlite3 *h)
 
 static void wait_pending(gs_database *db, int64_t n)
 {
-    int64_t deadline = now_ms() + WAIT_MS;
-    while (gs_db_pending_writes(db) != n && now_ms() < deadline)
+    int64_t deadline = gs_test_now_ms() + WAIT_MS;
+    while (gs_db_pending_writes(db) != n && gs_test_now_ms() < deadline)
         nap_ms(2);
     cr_assert_eq(gs_db_pending_writes(db), n);
 }
@@ -283,14 +251,14 @@ static void wait_pending(gs_database *db, int64_t n)
  * already answered job still being cleaned up is not mistaken for the new one). */
 static void wait_running(gs_database *db, int64_t pending)
 {
-    int64_t deadline = now_ms() + WAIT_MS;
+    int64_t deadline = gs_test_now_ms() + WAIT_MS;
     for (;;) {
         pthread_mutex_lock(&db->lock);
         int running = db->running != NULL && atomic_load(&db->pending) == pending;
         pthread_mutex_unlock(&db->lock);
         if (running)
             return;
-        cr_assert_lt(now_ms(), deadline, "the writer never started the job");
+        cr_assert_lt(gs_test_now_ms(), deadline, "the writer never started the job");
         nap_ms(2);
     }
 }
@@ -730,7 +698,7 @@ Test(database, write_deadlines_shed_and_time_out)
     waiter_init(&a);
     waiter_init(&b);
     gs_error err;
-    int64_t t0 = now_ms();
+    int64_t t0 = gs_test_now_ms();
     cr_assert_eq(submit1(db, GS_DB_EXECUTE, "INSERT INTO t VALUES (1)", NULL, &a, &err), GS_OK);
     wait_running(db, 1); /* a started: it is stuck waiting for the lock */
     cr_assert_eq(submit1(db, GS_DB_EXECUTE, "INSERT INTO t VALUES (2)", NULL, &b, &err), GS_OK);
@@ -739,12 +707,12 @@ Test(database, write_deadlines_shed_and_time_out)
     cr_assert_eq(b.status, GS_ERROR);
     cr_assert_str_eq(b.code, "WRITE_OVERLOADED");
     cr_assert_eq(b.retry_after, 1);
-    cr_assert_geq(now_ms() - t0, 250);
+    cr_assert_geq(gs_test_now_ms() - t0, 250);
     /* a started but gave no outcome within twice the deadline: indeterminate */
     wait_done(&a);
     cr_assert_eq(a.status, GS_ERROR);
     cr_assert_str_eq(a.code, "WRITER_WORKER_TIMEOUT");
-    cr_assert_geq(now_ms() - t0, 550);
+    cr_assert_geq(gs_test_now_ms() - t0, 550);
     /* the late real result is discarded: done() ran once */
     release_write_lock(h);
     wait_pending(db, 0);
@@ -906,8 +874,8 @@ Test(database, close_drains_queued_writes_and_data_survives)
     closer c = {db};
     pthread_t th;
     pthread_create(&th, NULL, close_thread, &c);
-    int64_t deadline = now_ms() + WAIT_MS;
-    while (!gs_db_is_closed(db) && now_ms() < deadline)
+    int64_t deadline = gs_test_now_ms() + WAIT_MS;
+    while (!gs_db_is_closed(db) && gs_test_now_ms() < deadline)
         nap_ms(2);
     cr_assert(gs_db_is_closed(db));
     waiter late;
@@ -1007,20 +975,20 @@ Test(database, timing_informational)
 {
     gs_database *db = open_default();
     run_ok(db, GS_DB_EXECUTE, "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT)", NULL);
-    int64_t t0 = now_ms();
+    int64_t t0 = gs_test_now_ms();
     enum { INSERTS = 2000, SELECTS = 5000 };
     for (int i = 0; i < INSERTS; i++) {
         char p[48];
         snprintf(p, sizeof p, "[%d, \"value %d\"]", i, i);
         free(ok1(db, GS_DB_EXECUTE, "INSERT INTO kv VALUES (?, ?)", p));
     }
-    int64_t t1 = now_ms();
+    int64_t t1 = gs_test_now_ms();
     for (int i = 0; i < SELECTS; i++) {
         char p[16];
         snprintf(p, sizeof p, "[%d]", i % INSERTS);
         free(ok1(db, GS_DB_QUERY, "SELECT * FROM kv WHERE k = ?", p));
     }
-    int64_t t2 = now_ms();
+    int64_t t2 = gs_test_now_ms();
     cr_log_info("sequential round trips: %.0f inserts/s, %.0f point selects/s (one caller)",
                 INSERTS * 1000.0 / (double)(t1 - t0 + 1), SELECTS * 1000.0 / (double)(t2 - t1 + 1));
     fprintf(stderr, "[info] sequential: %.0f inserts/s, %.0f point selects/s\n",

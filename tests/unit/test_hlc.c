@@ -3,9 +3,9 @@
 #include "base/error.h"
 #include "repl/hlc.h"
 #include "sqlite/connection.h"
+#include "test_support.h"
 
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -280,28 +280,12 @@ Test(hlc, node_id_too_long_is_refused)
 
 static char tmpdir[64];
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 Test(hlc, load_seeds_from_meta_log_and_column_versions)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/gs-hlc-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    gs_test_mkdtemp(tmpdir, sizeof tmpdir, "hlc");
     char path[128];
     snprintf(path, sizeof path, "%s/h.db", tmpdir);
-    gs_conn_options co = {.path = path,
-                          .role = GS_CONN_WRITER,
-                          .create = 1,
-                          .wal = 1,
-                          .sync_level = 1,
-                          .wal_autocheckpoint = -1,
-                          .busy_timeout_ms = 1000,
-                          .stmt_cache_size = 8};
+    gs_conn_options co = gs_test_writer_options(path, 1000, 8);
     gs_conn *conn;
     gs_error err;
     cr_assert_eq(gs_conn_open(&co, &conn, &err), GS_OK, "%s", err.message);
@@ -361,5 +345,5 @@ Test(hlc, load_seeds_from_meta_log_and_column_versions)
     cr_assert_str_eq(out, "000000003000-0007-me");
     gs_hlc_destroy(&c);
     gs_conn_close(conn);
-    nftw(tmpdir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+    gs_test_rmtree(tmpdir);
 }

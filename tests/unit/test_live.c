@@ -13,9 +13,9 @@
 #include "db/live_order.h"
 #include "db/live_result.h"
 #include "db/live_shape.h"
+#include "test_support.h"
 
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -32,34 +32,18 @@
 static char tmpdir[64];
 static char dbpath[128];
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static void setup(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/gs-live-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    gs_test_mkdtemp(tmpdir, sizeof tmpdir, "live");
     snprintf(dbpath, sizeof dbpath, "%s/d.db", tmpdir);
 }
 
 static void teardown(void)
 {
-    nftw(tmpdir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+    gs_test_rmtree(tmpdir);
 }
 
 TestSuite(live, .init = setup, .fini = teardown, .timeout = 240);
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void nap_ms(int ms)
 {
@@ -136,16 +120,10 @@ static char *submit_wait(gs_database *db, gs_db_job_kind kind, const gs_db_stmt 
         pthread_cond_destroy(&w.c);
         return NULL;
     }
-    int64_t deadline = now_ms() + WAIT_MS;
+    int64_t deadline = gs_test_now_ms() + WAIT_MS;
     pthread_mutex_lock(&w.m);
-    while (!w.done && now_ms() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+    while (!w.done && gs_test_now_ms() < deadline) {
+        struct timespec ts = gs_test_realtime_in(20);
         pthread_cond_timedwait(&w.c, &w.m, &ts);
     }
     pthread_mutex_unlock(&w.m);
@@ -252,16 +230,10 @@ static size_t coll_count(coll *c)
 /* Wait until at least n messages arrived. */
 static void coll_wait(coll *c, size_t n)
 {
-    int64_t deadline = now_ms() + WAIT_MS;
+    int64_t deadline = gs_test_now_ms() + WAIT_MS;
     pthread_mutex_lock(&c->m);
-    while (c->n < n && now_ms() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+    while (c->n < n && gs_test_now_ms() < deadline) {
+        struct timespec ts = gs_test_realtime_in(20);
         pthread_cond_timedwait(&c->c, &c->m, &ts);
     }
     size_t got = c->n;
@@ -274,8 +246,8 @@ static void sync_live(gs_database *db, gs_live *lv)
 {
     uint64_t max_seq = 0;
     gs_db_cdc_position(db, NULL, &max_seq);
-    int64_t deadline = now_ms() + WAIT_MS;
-    while (gs_db_live_position(lv) < max_seq && now_ms() < deadline)
+    int64_t deadline = gs_test_now_ms() + WAIT_MS;
+    while (gs_db_live_position(lv) < max_seq && gs_test_now_ms() < deadline)
         nap_ms(1);
     cr_assert(gs_db_live_position(lv) >= max_seq,
               "the live query did not reach seq %llu within %d ms (at %llu)",
@@ -1106,12 +1078,13 @@ Test(live, close_during_updates)
         /* a long jitter on odd rounds: close lands during a re-read's wait */
         gs_live *lv = live_open(db, "SELECT * FROM t ORDER BY v LIMIT 3", NULL, &c, &held,
                                 round % 2 ? 500 : 0, 10000);
-        int64_t deadline = now_ms() + WAIT_MS;
-        while (coll_count(&c) < (size_t)(round % 3) && now_ms() < deadline)
+        int64_t deadline = gs_test_now_ms() + WAIT_MS;
+        while (coll_count(&c) < (size_t)(round % 3) && gs_test_now_ms() < deadline)
             nap_ms(1);
-        int64_t t0 = now_ms();
+        int64_t t0 = gs_test_now_ms();
         gs_db_live_close(db, lv);
-        cr_assert(now_ms() - t0 < 5000, "close took %lld ms", (long long)(now_ms() - t0));
+        cr_assert(gs_test_now_ms() - t0 < 5000, "close took %lld ms",
+                  (long long)(gs_test_now_ms() - t0));
         pthread_mutex_lock(&c.m);
         c.closed = 1;
         pthread_mutex_unlock(&c.m);
@@ -1489,9 +1462,9 @@ Test(live, database_closed_under_a_live_query)
         gs_db_live_open(db, "SELECT * FROM t", NULL, NULL, on_update, &c, &lv2, &rows, &err),
         GS_ERROR);
     cr_assert_str_eq(err.code, "DATABASE_CLOSED");
-    int64_t t0 = now_ms();
+    int64_t t0 = gs_test_now_ms();
     gs_db_live_close(db, lv);
-    cr_assert(now_ms() - t0 < 5000);
+    cr_assert(gs_test_now_ms() - t0 < 5000);
     json_decref(held);
     coll_free(&c);
     gs_db_free(db);
@@ -1527,20 +1500,20 @@ Test(live, close_from_the_callback)
                  GS_OK, "%s", err.message);
     gs_free(rows);
     exec_sql(db, "INSERT INTO t VALUES (1, 1)");
-    int64_t deadline = now_ms() + WAIT_MS;
-    while (atomic_load(&s.calls) == 0 && now_ms() < deadline)
+    int64_t deadline = gs_test_now_ms() + WAIT_MS;
+    while (atomic_load(&s.calls) == 0 && gs_test_now_ms() < deadline)
         nap_ms(1);
     cr_assert_eq(atomic_load(&s.calls), 1);
     /* the subscription is gone; later writes reach nobody */
-    deadline = now_ms() + WAIT_MS;
-    while (gs_db_cdc_subscriber_count(db) != 0 && now_ms() < deadline)
+    deadline = gs_test_now_ms() + WAIT_MS;
+    while (gs_db_cdc_subscriber_count(db) != 0 && gs_test_now_ms() < deadline)
         nap_ms(1);
     cr_assert_eq(gs_db_cdc_subscriber_count(db), 0);
     exec_sql(db, "INSERT INTO t VALUES (2, 2)");
     cr_assert_eq(atomic_load(&s.calls), 1);
     /* the worker frees the query once the callback has returned */
-    deadline = now_ms() + WAIT_MS;
-    while (gs_db_live_alive() != 0 && now_ms() < deadline)
+    deadline = gs_test_now_ms() + WAIT_MS;
+    while (gs_db_live_alive() != 0 && gs_test_now_ms() < deadline)
         nap_ms(1);
     cr_assert_eq(gs_db_live_alive(), 0);
     gs_db_free(db);

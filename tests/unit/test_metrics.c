@@ -5,32 +5,23 @@
 #include "../../core/src/base/error.h"
 #include "../../core/src/db/database.h"
 #include "../../core/src/db/registry.h"
+#include "test_support.h"
 
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static char tmpdir[64];
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static void setup(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/gs-metrics-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    gs_test_mkdtemp(tmpdir, sizeof tmpdir, "metrics");
 }
 
 static void teardown(void)
 {
-    nftw(tmpdir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+    gs_test_rmtree(tmpdir);
 }
 
 TestSuite(metrics, .init = setup, .fini = teardown);

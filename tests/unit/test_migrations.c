@@ -8,9 +8,9 @@
 #include "db/database_internal.h"
 #include "db/migrations.h"
 #include "db/registry.h"
+#include "test_support.h"
 
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,24 +22,15 @@
 static char tmpdir[64];
 static char dbpath[128];
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static void setup(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/gs-mig-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    gs_test_mkdtemp(tmpdir, sizeof tmpdir, "mig");
     snprintf(dbpath, sizeof dbpath, "%s/m.db", tmpdir);
 }
 
 static void teardown(void)
 {
-    nftw(tmpdir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+    gs_test_rmtree(tmpdir);
 }
 
 TestSuite(migrations, .init = setup, .fini = teardown);

@@ -2,10 +2,10 @@
  * auto-open, max_open with LRU eviction, shutdown. */
 #include "base/error.h"
 #include "db/registry.h"
+#include "test_support.h"
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -16,23 +16,14 @@
 
 static char tmpdir[64];
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static void setup(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/gs-reg-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    gs_test_mkdtemp(tmpdir, sizeof tmpdir, "reg");
 }
 
 static void teardown(void)
 {
-    nftw(tmpdir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+    gs_test_rmtree(tmpdir);
 }
 
 TestSuite(registry, .init = setup, .fini = teardown);

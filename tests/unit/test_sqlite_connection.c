@@ -2,10 +2,10 @@
  * the one-statement rule. */
 #include "base/error.h"
 #include "sqlite/connection.h"
+#include "test_support.h"
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,39 +15,23 @@
 static char tmpdir[64];
 static char dbpath[128];
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static void setup(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/gs-conn-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    gs_test_mkdtemp(tmpdir, sizeof tmpdir, "conn");
     snprintf(dbpath, sizeof dbpath, "%s/c.db", tmpdir);
 }
 
 static void teardown(void)
 {
     chmod(dbpath, 0600);
-    nftw(tmpdir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+    gs_test_rmtree(tmpdir);
 }
 
 TestSuite(connection, .init = setup, .fini = teardown);
 
 static gs_conn_options writer_opts(void)
 {
-    gs_conn_options o = {.path = dbpath,
-                         .role = GS_CONN_WRITER,
-                         .create = 1,
-                         .wal = 1,
-                         .sync_level = 1,
-                         .wal_autocheckpoint = -1,
-                         .busy_timeout_ms = 5000,
-                         .stmt_cache_size = 128};
+    gs_conn_options o = gs_test_writer_options(dbpath, 5000, 128);
     return o;
 }
 

@@ -3,9 +3,9 @@
 #include "base/error.h"
 #include "sqlite/connection.h"
 #include "sqlite/guard.h"
+#include "test_support.h"
 
 #include <criterion/criterion.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,28 +117,12 @@ Test(guard, verbs_and_groupability)
 static char tmpdir[64];
 static gs_conn *conn;
 
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static void setup(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/gs-guard-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
+    gs_test_mkdtemp(tmpdir, sizeof tmpdir, "guard");
     char path[128];
     snprintf(path, sizeof path, "%s/g.db", tmpdir);
-    gs_conn_options o = {.path = path,
-                         .role = GS_CONN_WRITER,
-                         .create = 1,
-                         .wal = 1,
-                         .sync_level = 1,
-                         .wal_autocheckpoint = -1,
-                         .busy_timeout_ms = 1000,
-                         .stmt_cache_size = 16};
+    gs_conn_options o = gs_test_writer_options(path, 1000, 16);
     gs_error err;
     gs_error_init(&err);
     cr_assert_eq(gs_conn_open(&o, &conn, &err), GS_OK, "%s", err.message);
@@ -148,7 +132,7 @@ static void teardown(void)
 {
     gs_conn_close(conn);
     conn = NULL;
-    nftw(tmpdir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+    gs_test_rmtree(tmpdir);
 }
 
 /* Run a statement as a user (guarded) or internally; return GS_OK or the error code. */
