@@ -448,3 +448,194 @@ Test(registry, eviction_announces_the_close)
     cr_assert_str_eq(l.text, "connect:a;open:a;close:a;connect:b;open:b;close:b;");
     pthread_mutex_destroy(&l.mu);
 }
+
+/* ---- idle closing (spec 02 Lifecycle Management: idleTimeout) ---- */
+
+typedef struct idle_log {
+    pthread_mutex_t mu;
+    pthread_cond_t cond; /* a close was recorded */
+    char text[1024];     /* "<event>:<id>;" in order */
+} idle_log;
+
+static void idle_add(idle_log *l, const char *event, const char *id)
+{
+    pthread_mutex_lock(&l->mu);
+    size_t n = strlen(l->text);
+    snprintf(l->text + n, sizeof l->text - n, "%s:%s;", event, id);
+    pthread_cond_broadcast(&l->cond);
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void idle_opened(void *user, const char *id, const char *path)
+{
+    (void)path;
+    idle_add(user, "open", id);
+}
+
+static void idle_closed(void *user, const char *id, const char *path)
+{
+    (void)path;
+    idle_add(user, "close", id);
+}
+
+/* Wait (at most 5 s) until the log holds `needle`; returns whether it does. */
+static int idle_wait_for(idle_log *l, const char *needle)
+{
+    struct timespec deadline = gs_test_realtime_in(5000);
+    pthread_mutex_lock(&l->mu);
+    int rc = 0;
+    while (!strstr(l->text, needle) && rc == 0)
+        rc = pthread_cond_timedwait(&l->cond, &l->mu, &deadline);
+    int found = strstr(l->text, needle) != NULL;
+    pthread_mutex_unlock(&l->mu);
+    return found;
+}
+
+static int idle_logged(idle_log *l, const char *needle)
+{
+    pthread_mutex_lock(&l->mu);
+    int found = strstr(l->text, needle) != NULL;
+    pthread_mutex_unlock(&l->mu);
+    return found;
+}
+
+static gs_registry *idle_registry(idle_log *l, int64_t idle_timeout_ms)
+{
+    memset(l, 0, sizeof *l);
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cond, NULL);
+    gs_registry_options ro;
+    gs_registry_options_default(&ro);
+    ro.tenant_dir = tmpdir;
+    ro.tenant_options = small_opts();
+    ro.idle_timeout_ms = idle_timeout_ms;
+    ro.events.opened = idle_opened;
+    ro.events.closed = idle_closed;
+    ro.events.user = l;
+    gs_registry *reg = gs_registry_new(&ro);
+    cr_assert_not_null(reg);
+    return reg;
+}
+
+static void idle_log_free(idle_log *l)
+{
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->cond);
+}
+
+static int registered_count(gs_registry *reg)
+{
+    count_cb_n = 0;
+    gs_registry_each(reg, count_cb, NULL);
+    return count_cb_n;
+}
+
+static int64_t tenant_rows(const char *id)
+{
+    char path[192];
+    snprintf(path, sizeof path, "%s/%s.db", tmpdir, id);
+    sqlite3 *h;
+    sqlite3_stmt *st;
+    cr_assert_eq(sqlite3_open_v2(path, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_prepare_v2(h, "SELECT count(*) FROM t", -1, &st, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    return n;
+}
+
+Test(registry, idle_interval_follows_the_spec_formula)
+{
+    cr_assert_eq(gs_registry_idle_interval_ms(1), 100);
+    cr_assert_eq(gs_registry_idle_interval_ms(150), 100);
+    cr_assert_eq(gs_registry_idle_interval_ms(1001), 500);
+    cr_assert_eq(gs_registry_idle_interval_ms(120000), 60000);
+    cr_assert_eq(gs_registry_idle_interval_ms(3600000), 60000);
+}
+
+Test(registry, idle_tenant_is_closed_and_reopened_with_its_data)
+{
+    idle_log l;
+    gs_registry *reg = idle_registry(&l, 150);
+    make_tenant_file("acme");
+    char path[192];
+    snprintf(path, sizeof path, "%s/acme.db", tmpdir);
+    sqlite3 *h;
+    cr_assert_eq(sqlite3_open(path, &h), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(h, "INSERT INTO t VALUES (1), (2)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(h);
+
+    char named[192];
+    path_of(named, sizeof named, "named.db");
+    gs_db_options o = small_opts();
+    gs_error err;
+    cr_assert_eq(gs_registry_open(reg, "named", named, &o, &err), GS_OK, "%s", err.message);
+    gs_database *db = gs_registry_acquire(reg, "acme", &err);
+    cr_assert_not_null(db, "%s", err.message);
+    gs_registry_release(reg, db);
+    cr_assert_eq(registered_count(reg), 2);
+
+    cr_assert(idle_wait_for(&l, "close:acme;"), "the idle tenant was not closed: %s", l.text);
+    cr_assert_eq(registered_count(reg), 1, "closed and unregistered; the configured one stays");
+    cr_assert_not(idle_logged(&l, "close:named;"), "a configured database is never idle-closed");
+    cr_assert_eq(tenant_rows("acme"), 2, "the closed file keeps its rows");
+
+    /* the next acquire reopens it from the same file */
+    db = gs_registry_acquire(reg, "acme", &err);
+    cr_assert_not_null(db, "%s: %s", err.code, err.message);
+    cr_assert_str_eq(gs_db_path(db), path);
+    cr_assert_not(gs_db_is_closed(db));
+    cr_assert_eq(tenant_rows("acme"), 2);
+    cr_assert(idle_logged(&l, "open:named;open:acme;close:acme;open:acme;"), "%s", l.text);
+    gs_registry_release(reg, db);
+    gs_registry_free(reg);
+    cr_assert(idle_logged(&l, "close:named;"), "shutdown closes the configured one: %s", l.text);
+    idle_log_free(&l);
+}
+
+Test(registry, idle_check_skips_a_held_reference)
+{
+    idle_log l;
+    gs_registry *reg = idle_registry(&l, 150);
+    make_tenant_file("held");
+    make_tenant_file("idle");
+    gs_error err;
+    gs_database *held = gs_registry_acquire(reg, "held", &err);
+    cr_assert_not_null(held, "%s", err.message);
+    gs_database *idle = gs_registry_acquire(reg, "idle", &err);
+    cr_assert_not_null(idle, "%s", err.message);
+    gs_registry_release(reg, idle);
+
+    /* "idle" closing proves a check ran past the window; "held" was older and stayed */
+    cr_assert(idle_wait_for(&l, "close:idle;"), "%s", l.text);
+    cr_assert_not(idle_logged(&l, "close:held;"), "%s", l.text);
+    cr_assert_eq(registered_count(reg), 1);
+    cr_assert_not(gs_db_is_closed(held));
+
+    /* released, it is closed in its turn */
+    gs_registry_release(reg, held);
+    cr_assert(idle_wait_for(&l, "close:held;"), "%s", l.text);
+    cr_assert_eq(registered_count(reg), 0);
+    gs_registry_free(reg);
+    idle_log_free(&l);
+}
+
+Test(registry, shutdown_joins_the_idle_thread_without_waiting_out_the_interval)
+{
+    idle_log l;
+    gs_registry *reg = idle_registry(&l, 3600000); /* checks every 60 s */
+    make_tenant_file("acme");
+    gs_error err;
+    gs_database *db = gs_registry_acquire(reg, "acme", &err);
+    cr_assert_not_null(db, "%s", err.message);
+    gs_registry_release(reg, db);
+    int64_t t0 = gs_test_now_ms();
+    gs_registry_shutdown(reg);
+    int64_t took = gs_test_now_ms() - t0;
+    cr_assert_lt(took, 5000, "shutdown waited %lld ms for the idle thread", (long long)took);
+    cr_assert_str_eq(l.text, "open:acme;close:acme;");
+    gs_registry_shutdown(reg); /* idempotent */
+    gs_registry_free(reg);
+    idle_log_free(&l);
+}

@@ -5,7 +5,8 @@
  * others asking for the same id wait on `cond` and share the outcome) or OPEN. An entry counts
  * its references (handed out by acquire, plus one held by any thread closing it); a database
  * that was closed or evicted is freed by whoever drops the last reference. No database is
- * opened or closed while the registry lock is held.
+ * opened or closed while the registry lock is held. With idle_timeout_ms > 0 one registry
+ * thread (idle_main) closes idle tenant databases; shutdown stops and joins it first.
  */
 #include "registry.h"
 
@@ -16,9 +17,11 @@
 #include "base/log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 enum { E_OPENING = 1, E_OPEN = 2, E_FAILED = 3 };
 
@@ -30,7 +33,9 @@ typedef struct entry {
     int registered; /* in the map */
     int announced;  /* events.opened was called: events.closed follows the close */
     int refs;
+    int tenant; /* auto-opened by acquire: the idle check may close it */
     uint64_t last_used;
+    int64_t used_ms;   /* monotonic ms of the last acquire or release */
     gs_error open_err; /* E_FAILED: what the waiters get */
 } entry;
 
@@ -52,7 +57,29 @@ struct gs_registry {
     uint64_t tick;
     int shutdown;
     int shutdown_done;
+    /* idle closing (idle_timeout_ms > 0): a thread checks every idle_interval_ms */
+    int64_t idle_timeout_ms;
+    int64_t idle_interval_ms;
+    pthread_t idle_thread;
+    pthread_cond_t idle_cond; /* CLOCK_MONOTONIC; signalled when the thread must stop */
+    int idle_running;         /* the thread was started and not yet joined */
+    int idle_stop;
 };
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t gs_registry_idle_interval_ms(int64_t idle_timeout_ms)
+{
+    int64_t half = idle_timeout_ms / 2;
+    if (half < 100)
+        half = 100;
+    return half > 60000 ? 60000 : half;
+}
 
 int gs_tenant_id_valid(const char *id)
 {
@@ -90,6 +117,8 @@ static uint64_t hash_id(const char *s)
     return h;
 }
 
+static void *idle_main(void *arg);
+
 gs_registry *gs_registry_new(const gs_registry_options *opts)
 {
     gs_registry_options o;
@@ -122,8 +151,22 @@ gs_registry *gs_registry_new(const gs_registry_options *opts)
     reg->tenant_options.synchronous = reg->tenant_sync;
     reg->max_open = o.max_open;
     reg->events = o.events;
+    reg->idle_timeout_ms = o.idle_timeout_ms > 0 ? o.idle_timeout_ms : 0;
+    reg->idle_interval_ms = gs_registry_idle_interval_ms(reg->idle_timeout_ms);
     pthread_mutex_init(&reg->lock, NULL);
     pthread_cond_init(&reg->cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&reg->idle_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (reg->idle_timeout_ms > 0) {
+        if (pthread_create(&reg->idle_thread, NULL, idle_main, reg) == 0)
+            reg->idle_running = 1;
+        else
+            gs_log(GS_LOG_ERROR, "registry",
+                   "cannot start the idle-timeout thread; idle databases will stay open");
+    }
     return reg;
 }
 
@@ -211,6 +254,52 @@ static void close_and_unref(gs_registry *reg, entry *e)
         entry_free(dead);
 }
 
+/* The idle check (spec 02 Lifecycle Management): every idle_interval_ms, tenant databases with
+ * no reference and no acquire or release for idle_timeout_ms are taken out of the map and
+ * closed outside the lock (firing events.closed). Configured databases are never closed here.
+ * Stops when idle_stop is set (shutdown). */
+static void *idle_main(void *arg)
+{
+    gs_registry *reg = arg;
+    pthread_mutex_lock(&reg->lock);
+    while (!reg->idle_stop) {
+        int64_t due = now_ms() + reg->idle_interval_ms;
+        struct timespec ts = {.tv_sec = due / 1000, .tv_nsec = (due % 1000) * 1000000L};
+        while (!reg->idle_stop && now_ms() < due)
+            pthread_cond_timedwait(&reg->idle_cond, &reg->lock, &ts);
+        if (reg->idle_stop)
+            break;
+        int64_t now = now_ms();
+        entry *list = NULL;
+        for (size_t i = 0; i < reg->nbuckets; i++) {
+            entry *e = reg->buckets[i];
+            while (e) {
+                entry *next = e->hnext;
+                if (e->state == E_OPEN && e->tenant && e->refs == 0 &&
+                    now - e->used_ms >= reg->idle_timeout_ms) {
+                    map_remove(reg, e);
+                    e->refs++;
+                    e->hnext = list;
+                    list = e;
+                }
+                e = next;
+            }
+        }
+        pthread_mutex_unlock(&reg->lock);
+        while (list) {
+            entry *e = list;
+            list = e->hnext;
+            e->hnext = NULL;
+            gs_log(GS_LOG_INFO, "registry", "closing database '%s': idle for %lld ms", e->id,
+                   (long long)reg->idle_timeout_ms);
+            close_and_unref(reg, e);
+        }
+        pthread_mutex_lock(&reg->lock);
+    }
+    pthread_mutex_unlock(&reg->lock);
+    return NULL;
+}
+
 /* Make room for one more database (lock held). Returns GS_OK and, when a database was
  * evicted, its entry in *victim (out of the map, holding a reference for the caller to close
  * outside the lock). */
@@ -249,6 +338,7 @@ static entry *begin_open(gs_registry *reg, const char *id, gs_error *err)
     e->state = E_OPENING;
     e->refs = 1;
     e->last_used = ++reg->tick;
+    e->used_ms = now_ms();
     map_insert(reg, e);
     reg->opening++;
     return e;
@@ -278,6 +368,7 @@ static gs_database *finish_open(gs_registry *reg, entry *e, gs_database *db, int
         db->registry_entry = e;
         e->state = E_OPEN;
         e->last_used = ++reg->tick;
+        e->used_ms = now_ms();
         if (!keep)
             dead = unref(e);
     } else {
@@ -450,6 +541,7 @@ gs_database *gs_registry_acquire(gs_registry *reg, const char *id, gs_error *err
     if (e && e->state == E_OPEN) {
         e->refs++;
         e->last_used = ++reg->tick;
+        e->used_ms = now_ms();
         pthread_mutex_unlock(&reg->lock);
         return e->db;
     }
@@ -478,6 +570,8 @@ gs_database *gs_registry_acquire(gs_registry *reg, const char *id, gs_error *err
         return NULL;
     }
     e = begin_open(reg, id, err);
+    if (e)
+        e->tenant = 1;
     pthread_mutex_unlock(&reg->lock);
     if (victim)
         close_and_unref(reg, victim);
@@ -515,6 +609,7 @@ void gs_registry_release(gs_registry *reg, gs_database *db)
         return;
     pthread_mutex_lock(&reg->lock);
     e->last_used = ++reg->tick;
+    e->used_ms = now_ms();
     entry *dead = unref(e);
     pthread_mutex_unlock(&reg->lock);
     if (dead)
@@ -543,6 +638,14 @@ void gs_registry_shutdown(gs_registry *reg)
         return;
     }
     reg->shutdown = 1;
+    if (reg->idle_running) { /* stop the idle check first: it may be closing databases */
+        reg->idle_stop = 1;
+        pthread_cond_broadcast(&reg->idle_cond);
+        pthread_mutex_unlock(&reg->lock);
+        pthread_join(reg->idle_thread, NULL);
+        pthread_mutex_lock(&reg->lock);
+        reg->idle_running = 0;
+    }
     while (reg->opening > 0) /* opens under way finish (and close) first */
         pthread_cond_wait(&reg->cond, &reg->lock);
     entry *list = NULL;
@@ -588,5 +691,6 @@ void gs_registry_free(gs_registry *reg)
     gs_migration_set_free(reg->migrations);
     pthread_mutex_destroy(&reg->lock);
     pthread_cond_destroy(&reg->cond);
+    pthread_cond_destroy(&reg->idle_cond);
     gs_free(reg);
 }

@@ -46,6 +46,13 @@ typedef struct gs_registry_options {
      * migration's error unchanged; any other failure of the step is DATABASE_OPEN_FAILED.
      * Copied by gs_registry_new. */
     const gs_migration_set *migrations;
+    /** Idle closing (spec 02 Lifecycle Management): when above zero, a registry thread checks
+     * every gs_registry_idle_interval_ms(idle_timeout_ms) and closes and unregisters each
+     * auto-opened tenant database that holds no reference and saw no acquire or release for
+     * idle_timeout_ms (events.closed fires); the next acquire reopens it. Databases opened with
+     * gs_registry_open are never idle-closed (nothing could reopen them). 0 disables (no
+     * thread is started). The thread is joined by gs_registry_shutdown / gs_registry_free. */
+    int64_t idle_timeout_ms;
     /** Lifecycle callbacks; copied (the user pointer must outlive the registry's shutdown). */
     gs_registry_events events;
 } gs_registry_options;
@@ -68,6 +75,9 @@ void gs_registry_shutdown(gs_registry *reg);
 void gs_registry_free(gs_registry *reg);
 /** The registry's migration set (spec registryMigrations()), or NULL when none. */
 const gs_migration_set *gs_registry_migrations(const gs_registry *reg);
+
+/** The idle check's interval: min(max(floor(timeout / 2), 100), 60000) ms. */
+int64_t gs_registry_idle_interval_ms(int64_t idle_timeout_ms);
 
 /** ^[a-zA-Z0-9][a-zA-Z0-9_-]*$ and at most 255 bytes. */
 int gs_tenant_id_valid(const char *id);

@@ -676,6 +676,7 @@ gs_status gs_node_start(gs_node *n, gs_error *err)
         ro.tenant_options.synchronous = s->tenants.synchronous;
         ro.tenant_options.node_id = s->node.id;
         ro.max_open = s->tenants.max_open;
+        ro.idle_timeout_ms = s->tenants.idle_timeout_ms;
         ro.migrations = n->tenant_migrations;
     }
     n->reg = gs_registry_new(&ro);

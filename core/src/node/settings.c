@@ -188,6 +188,8 @@ static const gs_config_key tenant_keys[] = {
         "create missing tenant files"),
     KEYR("max_open", GS_CFG_INT, "0", gs_settings_tenants, max_open, 0, 1000000,
          "open databases at most (0 = unlimited; LRU eviction)"),
+    KEYR("idle_timeout_ms", GS_CFG_INT, "0", gs_settings_tenants, idle_timeout_ms, 0, 31536000000LL,
+         "close a tenant database unused for this long (0 = never)"),
     KEYR("read_pool_size", GS_CFG_INT, "2", gs_settings_tenants, read_pool_size, 1, 64,
          "reader connections per tenant database"),
     KEYC("synchronous", "normal", gs_settings_tenants, synchronous, sync_choices,

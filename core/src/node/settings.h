@@ -94,6 +94,7 @@ typedef struct gs_settings_tenants {
     const char *extension;
     int create;
     int64_t max_open;
+    int64_t idle_timeout_ms; /* 0 = tenants stay open until evicted or shutdown */
     int64_t read_pool_size;
     const char *synchronous;
     const char *migrations; /* folder applied to every tenant file as it opens */
