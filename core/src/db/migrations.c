@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -230,19 +231,31 @@ static int read_history(sqlite3 *db, history *h, char *msg, size_t cap)
     return SQLITE_OK;
 }
 
-static const hrow *history_find(const history *h, int64_t version)
+_Static_assert(offsetof(gs_migration, version) == 0, "version leads gs_migration");
+_Static_assert(offsetof(hrow, version) == 0, "version leads hrow");
+
+/* Binary search of an array sorted by version, whose elements start with their int64_t
+ * version (hrow and gs_migration both do). */
+static const void *find_version(const void *base, size_t count, size_t size, int64_t version)
 {
-    size_t lo = 0, hi = h->count;
+    size_t lo = 0, hi = count;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (h->rows[mid].version == version)
-            return &h->rows[mid];
-        if (h->rows[mid].version < version)
+        const void *item = (const char *)base + mid * size;
+        int64_t v = *(const int64_t *)item;
+        if (v == version)
+            return item;
+        if (v < version)
             lo = mid + 1;
         else
             hi = mid;
     }
     return NULL;
+}
+
+static const hrow *history_find(const history *h, int64_t version)
+{
+    return find_version(h->rows, h->count, sizeof *h->rows, version);
 }
 
 static int64_t history_max(const history *h)
@@ -252,19 +265,7 @@ static int64_t history_max(const history *h)
 
 static const gs_migration *set_find(const gs_migration_set *set, int64_t version)
 {
-    if (!set)
-        return NULL;
-    size_t lo = 0, hi = set->count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (set->items[mid].version == version)
-            return &set->items[mid];
-        if (set->items[mid].version < version)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
+    return set ? find_version(set->items, set->count, sizeof *set->items, version) : NULL;
 }
 
 /* ---- planning ---- */
