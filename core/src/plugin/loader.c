@@ -228,6 +228,14 @@ static gs_status check_descriptor(const char *instance, const char *path,
                       "upgrade gatestream, or rebuild the plugin against this gatestream's "
                       "headers");
     }
+    if (d->kind == GS_KIND_RESOLVER && d->abi_minor < 3) {
+        /* The resolver structs were reshaped in 1.3, before the core ever called one. */
+        snprintf(problem, sizeof problem,
+                 "it is a resolver built for ABI %u.%u; resolvers need ABI 1.3 or later",
+                 d->abi_major, d->abi_minor);
+        return refuse(err, instance, path, problem,
+                      "rebuild the resolver against this gatestream's headers");
+    }
     if (!d->build_signature || strcmp(d->build_signature, GS_BUILD_SIGNATURE) != 0) {
         snprintf(problem, sizeof problem,
                  "its build signature '%s' differs from this gatestream's '%s'",
