@@ -24,7 +24,7 @@ static void usage(FILE *f)
                "       gatestream --describe-plugin NAME\n"
                "       gatestream migrate --config FILE --db ID [--to N] [--rollback] [--status]\n"
                "       gatestream backup --config FILE --db ID --to DIR\n"
-               "       gatestream restore --from FILE_OR_DIR --to PATH [--replace]\n"
+               "       gatestream restore --from FILE_OR_DIR --to PATH [--moment MS] [--replace]\n"
                "       gatestream --version | --help\n"
                "\n"
                "  --config FILE          run a node from this YAML file\n"

@@ -81,6 +81,7 @@ typedef enum gs_plugin_kind {
     GS_KIND_RESOLVER = 3,
     GS_KIND_COORDINATOR = 4,
     GS_KIND_HOOK = 5,
+    GS_KIND_BACKUP_DESTINATION = 6, /**< backup_destination.h @since 1.3 */
 } gs_plugin_kind;
 
 /** Config value types for a plugin's key table. */

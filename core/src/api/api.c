@@ -1,5 +1,6 @@
 #include "api.h"
 #include "api_internal.h"
+#include "../repl/engine.h"
 
 #include "../base/alloc.h"
 #include "../base/buf.h"
@@ -296,20 +297,48 @@ static void health_closed_one(void *user, gs_database *db)
         *(int *)user = 1;
 }
 
+typedef struct health_repl {
+    gs_buf section; /* the "replication" object of the replicated database */
+    const char *state;
+} health_repl;
+
+static void health_repl_one(void *user, gs_database *db)
+{
+    health_repl *h = user;
+    gs_repl_engine *e = gs_db_repl(db);
+    if (!e || h->section.len)
+        return;
+    gs_repl_status_json(e, &h->section);
+    h->state = gs_repl_health_state(e);
+}
+
 static void serve_health_ready(api_call *c)
 {
     int any_closed = 0;
     gs_registry_each(c->api->reg, health_closed_one, &any_closed);
+    health_repl h;
+    gs_buf_init(&h.section);
+    h.state = "healthy";
+    gs_registry_each(c->api->reg, health_repl_one, &h);
+    /* spec 05: the status is NodeHealth.state with healthy as ok; closed gives degraded */
+    const char *status = strcmp(h.state, "healthy") == 0 ? "ok" : h.state;
     gs_buf b;
     gs_buf_init(&b);
-    gs_buf_printf(&b, "{\"status\":\"%s\",\"databases\":[", any_closed ? "degraded" : "ok");
+    gs_buf_printf(&b, "{\"status\":\"%s\",\"databases\":[",
+                  any_closed && strcmp(status, "ok") == 0 ? "degraded" : status);
     gs_registry_each(c->api->reg, health_ready_one, &b);
-    gs_buf_puts(&b, "]}");
-    if (b.oom)
+    gs_buf_puts(&b, "]");
+    if (h.section.len) {
+        gs_buf_puts(&b, ",\"replication\":");
+        gs_buf_append(&b, h.section.data, h.section.len);
+    }
+    gs_buf_puts(&b, "}");
+    if (b.oom || h.section.oom)
         respond_code(c, "INTERNAL_ERROR", "out of memory%s", "");
     else
         respond(c, 200, b.data, b.len, NULL);
     gs_buf_free(&b);
+    gs_buf_free(&h.section);
 }
 
 static void serve_capabilities(api_call *c)
@@ -501,7 +530,8 @@ gs_status gs_api_run_statement(gs_api *api, const gs_api_stmt_call *call, gs_err
         r->after = gs_api_after_begin(api, call->database_id, named ? op->name : NULL, dreq.stmts,
                                       dreq.stmt_count, call->identity, dreq.kind != GS_DB_QUERY);
         /* The database copies the request: stmts and resolved go once this returns. */
-        if (gs_db_submit(db, &dreq, err) != GS_OK) {
+        if (gs_api_repl_submit(db, &dreq, json_object_get(call->body, "writeConcern"), err) !=
+            GS_OK) {
             st = ws_flavour(call->ws, err);
             gs_api_after_drop(r->after);
             if (r->acquired)
@@ -514,6 +544,12 @@ gs_status gs_api_run_statement(gs_api *api, const gs_api_stmt_call *call, gs_err
     gs_free(stmts);
     json_decref(resolved);
     return st;
+}
+
+/* The answer of a backup route (api_backup.c), on whichever thread it finished. */
+static void backup_answer(void *user, int status, const char *body, size_t len)
+{
+    respond(user, status, body, len, NULL);
 }
 
 static void serve_db(api_call *c, const gs_request *req, const gs_route *rt)
@@ -541,31 +577,14 @@ static void serve_db(api_call *c, const gs_request *req, const gs_route *rt)
         respond_code(c, "NOT_FOUND", "no route for this path%s", "");
         return;
     case GS_ROUTE_BACKUP_RESTORE_STATUS:
-        /* The server's own record: no restore has started since it did. */
-        respond_json(c, 200, "{\"state\":\"idle\"}");
-        return;
     case GS_ROUTE_BACKUP_RESTORE:
-        if (!api->accept_backup_restore) {
-            respond_code(c, "BACKUP_RESTORE_NOT_ACCEPTED",
-                         "this server restores no database over the wire "
-                         "(server.accept_backup_restore is false)%s",
-                         "");
-            return;
-        }
-        /* the database must exist, then backups are not configured */
-        __attribute__((fallthrough));
     case GS_ROUTE_BACKUP:
     case GS_ROUTE_BACKUP_STATUS:
     case GS_ROUTE_BACKUP_CHAIN:
     case GS_ROUTE_BACKUP_VERIFY:
     case GS_ROUTE_BACKUP_SAFE_TO_DELETE:
-        c->db = gs_registry_acquire(api->reg, rt->database_id, &err);
-        if (!c->db) {
-            respond_error(c, &err);
-            return;
-        }
-        respond_code(c, "BACKUP_UNSUPPORTED", "database '%s' was opened without backups configured",
-                     rt->database_id);
+        gs_api_backup_serve(api, rt->action, rt->database_id, req->body, req->body_len,
+                            backup_answer, c);
         return;
     case GS_ROUTE_CHANGES:
     case GS_ROUTE_MIGRATIONS:
@@ -756,6 +775,10 @@ gs_status gs_api_new(const gs_api_options *opts, gs_registry *registry, gs_api *
     }
     pthread_mutex_init(&api->mu, NULL);
     pthread_cond_init(&api->idle, NULL);
+    gs_error berr;
+    gs_error_init(&berr);
+    if (gs_api_backup_new(api, opts, &berr) != GS_OK)
+        oom = 1;
     if (oom || !api->cors.methods || !api->cors.headers) {
         gs_api_free(api);
         return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
@@ -772,6 +795,7 @@ void gs_api_begin_shutdown(gs_api *api)
     pthread_mutex_unlock(&api->mu);
     if (ws_shutdown)
         ws_shutdown(api);
+    gs_api_backup_shutdown(api); /* restores finish before the node tears down */
 }
 
 int gs_api_wait_idle(gs_api *api, int64_t timeout_ms)
@@ -806,6 +830,7 @@ void gs_api_free(gs_api *api)
     gs_free(api->cors.headers);
     gs_free(api->hooks);
     gs_metrics_free(api->metrics);
+    gs_api_backup_free(api);
     gs_operations_free(api->ops);
     pthread_mutex_destroy(&api->mu);
     pthread_cond_destroy(&api->idle);

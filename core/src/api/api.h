@@ -44,6 +44,10 @@ typedef struct gs_api_options {
     gs_operations *operations; /* may be NULL; the api takes it */
     int metrics_enabled;       /* serve GET /metrics (else it is 404 NOT_FOUND) */
     int metrics_authenticate;  /* run the authenticate hook chain before answering it */
+    /* POST /db/{id}/backup/restore: open database `id` again with the settings it was
+     * configured with, after its file was rebuilt (any thread; NULL: restores cannot reopen) */
+    gs_status (*reopen)(void *user, const char *id, gs_error *err);
+    void *reopen_user;
 } gs_api_options;
 
 /** Build the api over a registry (borrowed; it must outlive the api). Copies opts. */

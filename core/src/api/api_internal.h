@@ -23,6 +23,7 @@
 
 struct gs_ws_session;
 struct gs_ws_worker;
+typedef struct gs_api_backup gs_api_backup;
 
 struct gs_api {
     gs_registry *reg;
@@ -44,6 +45,7 @@ struct gs_api {
     void (*ws_shutdown)(gs_api *api);
     void (*ws_free)(gs_api *api);
     struct gs_metrics *metrics; /* request counters; NULL when server.metrics is off */
+    gs_api_backup *backup;      /* the backup routes' worker and restore records (api_backup.c) */
 };
 
 /** Count one unit of work in flight (gs_api_wait_idle waits for it). */
@@ -115,6 +117,30 @@ gs_status gs_api_before_query(gs_api *api, const char *database_id, const char *
 gs_status gs_api_before_query_op(gs_api *api, const char *database_id, const char *operation,
                                  const char *sql, json_t *params, json_t *identity, int is_write,
                                  gs_error *err);
+
+/**
+ * Submit a statement operation to db, under replication when the database replicates
+ * (repl_route.c): a replica forwards or refuses writes (TOPOLOGY_ERROR), a primary answers a
+ * write once `write_concern` ({level, timeoutMs}, or NULL for the configured default) is met.
+ * Same contract as gs_db_submit.
+ */
+gs_status gs_api_repl_submit(gs_database *db, const gs_db_request *req, json_t *write_concern,
+                             gs_error *err);
+
+/* ---- the backup routes (api_backup.c) ---- */
+
+/** How a backup route answers: status and JSON body, valid during the call; called exactly
+ * once, on the I/O thread, the backup worker or a restore thread. */
+typedef void (*gs_api_answer_fn)(void *user, int status, const char *body, size_t len);
+/** Set up api->backup (gs_api_new). */
+gs_status gs_api_backup_new(gs_api *api, const gs_api_options *opts, gs_error *err);
+/** Serve one backup route of an authenticated request (spec 05 Backup Endpoints). */
+void gs_api_backup_serve(gs_api *api, gs_route_action action, const char *database_id,
+                         const uint8_t *body, size_t body_len, gs_api_answer_fn answer, void *user);
+/** Stop taking backup work: drain the worker and wait for restores (begin_shutdown). */
+void gs_api_backup_shutdown(gs_api *api);
+/** Release api->backup (gs_api_free). */
+void gs_api_backup_free(gs_api *api);
 
 /* afterQuery (after_query.c): what an operation was, captured at submission. */
 typedef struct gs_api_after gs_api_after;

@@ -1,6 +1,8 @@
 /* Request counters and the /metrics scrape (metrics.h, gs_metrics_*). */
 #include "metrics.h"
 
+#include "../db/backup_cycle.h"
+
 #include "../base/alloc.h"
 #include "../base/error.h"
 #include "../db/cdc.h"
@@ -190,6 +192,8 @@ typedef struct db_snap {
     int64_t pending;
     int subscribers;
     double size_bytes, wal_bytes;
+    int has_backup; /* the database runs a backup cycle (backup_cycle.h) */
+    gs_backup_metrics backup;
 } db_snap;
 
 typedef struct db_list {
@@ -235,6 +239,11 @@ static void snap_one(void *user, gs_database *db)
     s->subscribers = gs_db_cdc_subscriber_count(db);
     s->size_bytes = file_size(gs_db_path(db), "");
     s->wal_bytes = file_size(gs_db_path(db), "-wal");
+    gs_backup_cycle *bc = gs_db_backup_cycle(db);
+    if (bc) {
+        s->has_backup = 1;
+        gs_backup_cycle_metrics(bc, &s->backup);
+    }
     l->count++;
 }
 
@@ -300,6 +309,57 @@ static void render_http(gs_metrics *m, gs_buf *b)
         }
 }
 
+/* The backup cycles' outcomes and durations (databases opened with backups; no family at all
+ * when none has backups, so every family printed carries series). */
+static void render_backups(const db_list *l, gs_buf *b)
+{
+    size_t with = 0;
+    for (size_t i = 0; i < l->count; i++)
+        with += l->items[i].has_backup != 0;
+    if (!with)
+        return;
+    static const char *const kinds[] = {"full", "change"};
+    static const char *const okeys[] = {"db", "outcome"};
+    static const char *const kkeys[] = {"db", "kind"};
+    gs_prom_family(b, "gatestream_backup_turns_total", "counter",
+                   "Backup cycle outcomes: runs written (full copies and change pieces), turns "
+                   "that failed, and scheduled turns skipped while one ran.");
+    for (size_t i = 0; i < l->count; i++) {
+        const db_snap *s = &l->items[i];
+        if (!s->has_backup)
+            continue;
+        const char *outcome[] = {"full", "change", "failed", "skipped"};
+        double v[] = {(double)s->backup.runs[0], (double)s->backup.runs[1],
+                      (double)s->backup.failures, (double)s->backup.skips};
+        for (size_t k = 0; k < 4; k++)
+            gs_prom_sample(b, "gatestream_backup_turns_total", okeys,
+                           (const char *const[]){s->id, outcome[k]}, 2, v[k]);
+    }
+    gs_prom_family(b, "gatestream_backup_run_duration_seconds", "histogram",
+                   "Duration of each backup run written (copy or capture, then transfer), by "
+                   "kind.");
+    for (size_t i = 0; i < l->count; i++) {
+        const db_snap *s = &l->items[i];
+        if (!s->has_backup)
+            continue;
+        for (size_t k = 0; k < 2; k++)
+            gs_prom_histogram(b, "gatestream_backup_run_duration_seconds", kkeys,
+                              (const char *const[]){s->id, kinds[k]}, 2, gs_backup_duration_bounds,
+                              s->backup.duration[k], GS_BACKUP_DURATION_BOUNDS,
+                              s->backup.duration_sum[k]);
+    }
+    static const char *const dkey[] = {"db"};
+    gs_prom_family(b, "gatestream_backup_last_success_timestamp_seconds", "gauge",
+                   "When the last backup run of the database was stored (0: none yet).");
+    for (size_t i = 0; i < l->count; i++) {
+        const db_snap *s = &l->items[i];
+        if (s->has_backup)
+            gs_prom_sample(b, "gatestream_backup_last_success_timestamp_seconds", dkey,
+                           (const char *const[]){s->id}, 1,
+                           (double)s->backup.last_success_ms / 1000.0);
+    }
+}
+
 static void render_dbs(const db_list *l, gs_buf *b)
 {
     static const char *const keys[] = {"db"};
@@ -342,6 +402,7 @@ static void render_dbs(const db_list *l, gs_buf *b)
     for (size_t i = 0; i < l->count; i++)
         gs_prom_sample(b, "gatestream_db_wal_size_bytes", keys,
                        (const char *const[]){l->items[i].id}, 1, l->items[i].wal_bytes);
+    render_backups(l, b);
 }
 
 gs_status gs_metrics_render(gs_metrics *m, gs_registry *reg, gs_buf *b, gs_error *err)

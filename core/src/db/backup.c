@@ -399,6 +399,15 @@ gs_status gs_db_backup_to_path(gs_database *db, const char *dest_path,
     r.dst = d.conn;
     int64_t t0 = mono_ns();
     while (!r.finished) {
+        if (o.cancel && __atomic_load_n(o.cancel, __ATOMIC_ACQUIRE)) {
+            /* r.bk (when a step ran) is released by the writer below */
+            r.finished = 1;
+            r.status = GS_ERROR;
+            gs_error_set(&r.err, 0, "BACKUP_ERROR",
+                         "backup of %s: cancelled after %lld steps: the database is closing", what,
+                         (long long)r.p.steps);
+            break;
+        }
         gs_error e;
         gs_error_init(&e);
         if (gs_cdc_writer_call_sync(db, step_fn, &r, &e) != GS_OK) {

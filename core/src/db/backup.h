@@ -52,6 +52,10 @@ typedef struct gs_backup_options {
     int busy_timeout_ms;               /**< gs_backup_file's source connection (default 5000) */
     gs_backup_progress_fn on_progress; /**< may be NULL */
     void *progress_user;
+    /** May be NULL. Read (atomically) before each step of gs_db_backup_to_path: once nonzero
+     * the copy stops with BACKUP_ERROR (the backup cycle cancels a copy when its database
+     * closes). */
+    const int *cancel;
 } gs_backup_options;
 
 typedef struct gs_backup_result {

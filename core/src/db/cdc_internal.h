@@ -80,6 +80,8 @@ typedef struct gs_cdc {
     atomic_int stamping;         /**< stamp local writes (on with the first subscription) */
     atomic_int nsubs;            /**< live subscriptions (the writer wakes the feed only then) */
     atomic_int nwatched;         /**< watched tables (the writer refreshes triggers after DDL) */
+    atomic_int capture_all;      /**< replication: every user table is watched, DDL is checked
+                                      and recorded in the log (gs_cdc_capture_all_refresh) */
     _Atomic uint64_t hold;       /**< retention keeps every row with a seq above this */
     _Atomic uint64_t pruned_seq; /**< highest seq retention deleted (also in _sirannon_meta) */
     gs_hlc clock;
@@ -165,6 +167,14 @@ gs_status gs_cdc_before_alter(gs_cdc *cdc, gs_conn *conn, gs_error *err);
  * of them with force) and forget dropped ones. CDC_ERROR (the statement then fails). Internal
  * callers that run DDL on the writer (migrations) call it too. */
 gs_status gs_cdc_after_ddl(gs_cdc *cdc, gs_conn *conn, int force, gs_error *err);
+/** Replication's "capture every table" mode (writer thread, inside a transaction): initialise
+ * change capture when it is not, refresh the triggers of watched tables whose columns changed
+ * (gs_cdc_after_ddl without force), install triggers on every user table that has none
+ * (_sirannon*, sqlite_*, virtual and shadow tables are skipped), and set capture_all and
+ * stamping (replication sends only stamped rows). From then on the writer runs it after every
+ * DDL statement. CDC_ERROR names a table that cannot carry triggers (its name or a column's is
+ * not a plain identifier). */
+gs_status gs_cdc_capture_all_refresh(gs_cdc *cdc, gs_conn *conn, gs_error *err);
 /** After a commit that changed rows: wake the feed when anyone subscribes. */
 void gs_cdc_wake(gs_cdc *cdc);
 /** Queue a retention prune on the writer (feed thread). */

@@ -433,3 +433,118 @@ gs_status gs_cdc_table_exists(gs_conn *conn, const char *table, int *exists, gs_
     }
     return GS_OK;
 }
+
+/* ---- replication: capture every table (writer thread) ---- */
+
+/* The user tables of the main schema: no views, virtual or shadow tables, nothing internal. */
+static gs_status user_tables(gs_conn *conn, char ***out, size_t *count, gs_error *err)
+{
+    *out = NULL;
+    *count = 0;
+    sqlite3 *db = gs_conn_db(conn);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = "
+                           "'table' AND substr(lower(name), 1, 9) != '_sirannon' AND "
+                           "substr(lower(name), 1, 7) != 'sqlite_' ORDER BY name",
+                           -1, &st, NULL) != SQLITE_OK)
+        return gs_error_set(err, 0, "CDC_ERROR", "listing the tables: %s", sqlite3_errmsg(db));
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nn = gs_realloc(names, cap * sizeof *nn);
+            if (!nn)
+                break;
+            names = nn;
+        }
+        const char *t = (const char *)sqlite3_column_text(st, 0);
+        if (!(names[n] = gs_strdup(t ? t : "")))
+            break;
+        n++;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        for (size_t i = 0; i < n; i++)
+            gs_free(names[i]);
+        gs_free(names);
+        if (rc == SQLITE_ROW)
+            return gs_error_set(err, 0, "CDC_ERROR", "out of memory listing the tables");
+        return gs_error_set(err, 0, "CDC_ERROR", "listing the tables: %s", sqlite3_errmsg(db));
+    }
+    *out = names;
+    *count = n;
+    return GS_OK;
+}
+
+/* The change log exists (a transaction that initialised change capture may have been rolled
+ * back since, leaving the initialised flag behind). */
+static int log_exists(gs_conn *conn)
+{
+    sqlite3_stmt *st = NULL;
+    int found = 0;
+    if (sqlite3_prepare_v2(gs_conn_db(conn),
+                           "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = "
+                           "'_sirannon_changes'",
+                           -1, &st, NULL) == SQLITE_OK)
+        found = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return found;
+}
+
+/* The three triggers of a table exist (a rolled-back transaction may have taken them while
+ * the watched set still lists the table). */
+static int has_triggers(gs_conn *conn, const char *table)
+{
+    sqlite3_stmt *st = NULL;
+    int n = 0;
+    if (sqlite3_prepare_v2(gs_conn_db(conn),
+                           "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN "
+                           "(?1 || '_insert', ?1 || '_update', ?1 || '_delete')",
+                           -1, &st, NULL) == SQLITE_OK) {
+        char prefix[200];
+        snprintf(prefix, sizeof prefix, "%s%s", TRIGGER_PREFIX, table);
+        sqlite3_bind_text(st, 1, prefix, -1, SQLITE_TRANSIENT);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            n = sqlite3_column_int(st, 0);
+    }
+    sqlite3_finalize(st);
+    return n == 3;
+}
+
+gs_status gs_cdc_capture_all_refresh(gs_cdc *cdc, gs_conn *conn, gs_error *err)
+{
+    pthread_mutex_lock(&cdc->mu);
+    int initialised = cdc->initialised;
+    pthread_mutex_unlock(&cdc->mu);
+    if ((!initialised || !log_exists(conn)) && gs_cdc_init_on_writer(cdc, conn, err) != GS_OK)
+        return GS_ERROR;
+    if (gs_cdc_after_ddl(cdc, conn, 0, err) != GS_OK)
+        return GS_ERROR;
+    char **names;
+    size_t n;
+    if (user_tables(conn, &names, &n, err) != GS_OK)
+        return GS_ERROR;
+    gs_status rc = GS_OK;
+    for (size_t i = 0; i < n; i++) {
+        if (rc == GS_OK) {
+            char *watched = gs_cdc_watched_name(cdc, names[i]);
+            if ((!watched || !has_triggers(conn, watched)) &&
+                gs_cdc_install(cdc, conn, names[i], NULL, err) != GS_OK) {
+                gs_error_prefix(err, "replication captures every table, and '%s' cannot be",
+                                names[i]);
+                rc = GS_ERROR;
+            }
+            gs_free(watched);
+        }
+        gs_free(names[i]);
+    }
+    gs_free(names);
+    if (rc == GS_OK) {
+        atomic_store(&cdc->capture_all, 1);
+        atomic_store(&cdc->stamping, 1);
+    }
+    return rc;
+}

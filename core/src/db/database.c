@@ -2,6 +2,7 @@
  * Database lifecycle, submission and the write-deadline reaper. The writer thread lives in
  * writer.c, the reader threads in reader.c; see database_internal.h for the locks.
  */
+#include "backup_cycle.h"
 #include "cdc_internal.h"
 #include "database_internal.h"
 
@@ -33,6 +34,7 @@ void gs_db_options_default(gs_db_options *o)
     o->cdc_watch_on_subscribe = 1;
     o->cdc_fallback_poll_ms = 1000;
     o->node_id = "";
+    o->backups = NULL;
 }
 
 const char *gs_db_id(const gs_database *db)
@@ -326,10 +328,12 @@ static void destroy(gs_database *db)
             gs_conn_close(db->reader_conns[i]);
     gs_cdc_feed_stop(db->cdc);
     gs_cdc_free(db->cdc);
+    gs_backup_cycle_free(db->backup);
     gs_writer_scratch_free(db->scratch);
     gs_free(db->reader_conns);
     gs_free(db->reader_threads);
     pthread_mutex_destroy(&db->lock);
+    pthread_mutex_destroy(&db->hook_mu);
     pthread_cond_destroy(&db->writer_cond);
     pthread_cond_destroy(&db->reaper_cond);
     pthread_mutex_destroy(&db->rlock);
@@ -372,6 +376,19 @@ gs_status gs_db_open(const char *id, const char *path, const gs_db_options *opts
     if (memory && o.read_only)
         return gs_error_set(err, 0, "DATABASE_OPEN_FAILED",
                             "an in-memory database cannot be opened read-only");
+    /* backups: only the cycle checkpoints, right after it captured the log */
+    const struct gs_backup_cycle_config *backups = o.backups;
+    o.backups = NULL;
+    if (backups && (memory || o.read_only || !o.wal))
+        return gs_error_set(err, 0, "BACKUP_UNSUPPORTED",
+                            "database '%s' is %s: change-capture backups need a file in WAL mode "
+                            "that this node writes",
+                            id,
+                            memory        ? "in memory"
+                            : o.read_only ? "read-only"
+                                          : "not in WAL mode");
+    if (backups)
+        o.wal_autocheckpoint = 0;
 
     gs_database *db = gs_calloc(1, sizeof *db);
     if (!db)
@@ -386,9 +403,11 @@ gs_status gs_db_open(const char *id, const char *path, const gs_db_options *opts
     db->opts.node_id = NULL;
     db->sync_level = sync_level;
     db->memory = memory;
+    db->backups_on = backups != NULL;
     atomic_init(&db->pending, 0);
     atomic_init(&db->closed, 0);
     pthread_mutex_init(&db->lock, NULL);
+    pthread_mutex_init(&db->hook_mu, NULL);
     pthread_cond_init(&db->writer_cond, NULL);
     cond_init_monotonic(&db->reaper_cond);
     pthread_mutex_init(&db->rlock, NULL);
@@ -418,6 +437,13 @@ gs_status gs_db_open(const char *id, const char *path, const gs_db_options *opts
         co.role = GS_CONN_WRITER;
         if (gs_conn_open(&co, &db->writer_conn, err) != GS_OK)
             goto fail;
+        if (backups && !gs_conn_wal(db->writer_conn)) {
+            gs_error_set(err, 0, "BACKUP_UNSUPPORTED",
+                         "database '%s' did not enter WAL mode, so it has no write-ahead log "
+                         "for change-capture backups to capture",
+                         id);
+            goto fail;
+        }
         db->scratch = gs_writer_scratch_new();
         if (!db->scratch)
             goto oom;
@@ -467,6 +493,11 @@ gs_status gs_db_open(const char *id, const char *path, const gs_db_options *opts
         destroy(db);
         return GS_ERROR;
     }
+    if (backups && gs_backup_cycle_start(db, backups, err) != GS_OK) {
+        stop_threads(db);
+        destroy(db);
+        return GS_ERROR;
+    }
     *out = db;
     return GS_OK;
 
@@ -497,6 +528,8 @@ void gs_db_close(gs_database *db)
         pthread_mutex_unlock(&db->close_lock);
         return;
     }
+    /* backups: the turn in flight stops while the writer still takes its last calls */
+    gs_backup_cycle_close_begin(db);
     atomic_store(&db->closed, 1);
     pthread_mutex_lock(&db->lock);
     db->writer_accepting = 0;
@@ -508,6 +541,7 @@ void gs_db_close(gs_database *db)
      * queues no more writer work */
     gs_cdc_feed_stop(db->cdc);
     stop_threads(db);
+    gs_backup_cycle_close_end(db); /* the writer captured the log a last time: send it */
     db->close_done = 1;
     pthread_mutex_unlock(&db->close_lock);
 }
@@ -518,4 +552,42 @@ void gs_db_free(gs_database *db)
         return;
     gs_db_close(db);
     destroy(db);
+}
+
+/* ---- replication hooks ---- */
+
+void gs_db_set_commit_hook(gs_database *db, void (*fn)(void *user, int64_t seq), void *user)
+{
+    pthread_mutex_lock(&db->hook_mu);
+    db->commit_hook = fn;
+    db->commit_hook_user = user;
+    pthread_mutex_unlock(&db->hook_mu);
+}
+
+int64_t gs_db_committed_seq(const gs_database *db)
+{
+    return atomic_load(&((gs_database *)db)->committed_seq);
+}
+
+void gs_db_note_committed_seq(gs_database *db, int64_t seq)
+{
+    int64_t cur = atomic_load(&db->committed_seq);
+    while (seq > cur && !atomic_compare_exchange_weak(&db->committed_seq, &cur, seq))
+        ;
+}
+
+void gs_db_set_repl(gs_database *db, struct gs_repl_engine *e)
+{
+    pthread_mutex_lock(&db->hook_mu);
+    db->repl = e;
+    pthread_mutex_unlock(&db->hook_mu);
+}
+
+struct gs_repl_engine *gs_db_repl(const gs_database *db)
+{
+    gs_database *d = (gs_database *)db;
+    pthread_mutex_lock(&d->hook_mu);
+    struct gs_repl_engine *e = d->repl;
+    pthread_mutex_unlock(&d->hook_mu);
+    return e;
 }

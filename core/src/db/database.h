@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 typedef struct gs_database gs_database;
+struct gs_backup_cycle_config;
 
 typedef struct gs_db_options {
     int read_only;              /**< open read-only: no writer; writes fail READ_ONLY */
@@ -38,6 +39,9 @@ typedef struct gs_db_options {
     int cdc_watch_on_subscribe;   /**< a subscription watches its table (default 1) */
     int64_t cdc_fallback_poll_ms; /**< poll for other processes' writes (default 1000) */
     const char *node_id;          /**< stamped on local changes (default "") */
+    /** Change-capture backups (backup_cycle.h), borrowed during open; NULL = none. Forces
+     * wal_autocheckpoint=0; BACKUP_UNSUPPORTED for in-memory, read-only or non-WAL databases. */
+    const struct gs_backup_cycle_config *backups;
 } gs_db_options;
 
 /** Fill with the spec's defaults. */
@@ -96,5 +100,19 @@ int gs_db_is_read_only(const gs_database *db);
 int gs_db_is_closed(const gs_database *db);
 /** Number of writes queued or running (for metrics and tests). */
 int64_t gs_db_pending_writes(const gs_database *db);
+
+/* ---- replication hooks (repl/engine.c) ---- */
+
+struct gs_repl_engine;
+/** Called on the writer thread after every commit that changed rows, with the highest
+ * change-log seq then committed. Set it before writes flow; NULL removes it. */
+void gs_db_set_commit_hook(gs_database *db, void (*fn)(void *user, int64_t seq), void *user);
+/** The highest change-log seq committed so far (tracked while a commit hook is set). */
+int64_t gs_db_committed_seq(const gs_database *db);
+/** Record the committed seq (writer thread, at setup). */
+void gs_db_note_committed_seq(gs_database *db, int64_t seq);
+/** The replication engine attached to the database, or NULL. */
+void gs_db_set_repl(gs_database *db, struct gs_repl_engine *e);
+struct gs_repl_engine *gs_db_repl(const gs_database *db);
 
 #endif

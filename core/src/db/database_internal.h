@@ -87,6 +87,20 @@ struct gs_database {
     void *registry_entry; /**< owned by the registry that opened it */
 
     struct gs_cdc *cdc; /**< change data capture (cdc_internal.h); NULL in memory/read-only */
+
+    /* replication (database.h "replication hooks"): hook_mu guards the hook and repl; the
+     * writer calls the hook with hook_mu held, so unsetting it waits for a running call */
+    pthread_mutex_t hook_mu;
+    void (*commit_hook)(void *user, int64_t seq);
+    void *commit_hook_user;
+    struct gs_repl_engine *repl;
+    _Atomic int64_t committed_seq;
+
+    /* backups (backup_cycle.h): backups_on is set before the writer starts (the writer then
+     * runs no checkpoint of its own after a load and leaves the final one to the cycle's close
+     * hook); `backup` is the cycle, published with __atomic once it runs, NULL without one */
+    int backups_on;
+    struct gs_backup_cycle *backup;
 };
 
 /* writer.c */

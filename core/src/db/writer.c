@@ -16,13 +16,21 @@
  * a transaction too; the clock is persisted once per transaction. After a DDL statement the
  * triggers of watched tables follow the new columns. After a commit that changed rows, the
  * feed is woken while anyone subscribes.
+ *
+ * Replication (capture_all, set by gs_cdc_capture_all_refresh): a DDL statement must pass the
+ * replication DDL allowlist (repl/ddl.h) before it runs; it then runs in the unit's
+ * transaction followed by its DDL change row in the log (stamped with the unit like any change
+ * row) and a trigger refresh over every table, so replicas see schema and data in log order.
  */
+#include "backup_cycle.h"
 #include "cdc_internal.h"
 #include "database_internal.h"
 
 #include "base/alloc.h"
 #include "base/error.h"
 #include "base/log.h"
+#include "repl/ddl.h"
+#include "repl/log.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -89,6 +97,50 @@ static gs_status run_prepared(writer *w, gs_stmt *st, gs_buf *out, gs_error *err
     return GS_OK;
 }
 
+/* ---- replication: DDL while every table is captured (capture_all) ---- */
+
+static int replicating_ddl(writer *w, const gs_job_stmt *js)
+{
+    return w->db->cdc && gs_sql_verb_ddl(js->verb) &&
+           atomic_load_explicit(&w->db->cdc->capture_all, memory_order_relaxed);
+}
+
+/* Before the statement: the form the log records (*ddl, gs_free it) must pass the replication
+ * allowlist, or the statement is refused with the database untouched. */
+static gs_status repl_ddl_before(const gs_job_stmt *js, char **ddl, gs_error *err)
+{
+    *ddl = gs_repl_ddl_normalize(js->sql);
+    if (!*ddl)
+        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory checking a DDL statement");
+    if (gs_repl_ddl_check(*ddl, err) == GS_OK)
+        return GS_OK;
+    gs_error_prefix(err, "replication is on and this statement cannot be replicated, so it was "
+                         "not run");
+    gs_free(*ddl);
+    *ddl = NULL;
+    return GS_ERROR;
+}
+
+/* A batch or a load runs its statement without these steps: DDL must come as an execute or a
+ * transaction while replication is on. */
+static gs_status repl_ddl_elsewhere(gs_error *err, const char *what)
+{
+    return gs_error_set(err, 0, "BATCH_VALIDATION_ERROR",
+                        "replication is on: a DDL statement cannot run as %s, so it was not run; "
+                        "send it as a single execute or inside a transaction",
+                        what);
+}
+
+/* After it: triggers on every table it created or changed (this also recreates the change log
+ * should a rolled-back transaction have taken it), then its DDL change row, stamped with the
+ * unit (see run_group). */
+static gs_status repl_ddl_after(writer *w, const char *ddl, gs_error *err)
+{
+    if (gs_cdc_capture_all_refresh(w->db->cdc, w->conn, err) != GS_OK)
+        return GS_ERROR;
+    return gs_repl_log_ddl(w->conn, ddl, err);
+}
+
 static gs_status run_stmt(writer *w, const gs_job_stmt *js, const gs_bind_set *set, gs_buf *out,
                           gs_error *err)
 {
@@ -98,17 +150,27 @@ static gs_status run_stmt(writer *w, const gs_job_stmt *js, const gs_bind_set *s
     int watched = w->db->cdc && gs_sql_verb_ddl(js->verb) &&
                   atomic_load_explicit(&w->db->cdc->nwatched, memory_order_relaxed) > 0;
     int alter = watched && js->verb == GS_SQL_ALTER && !sqlite3_get_autocommit(gs_conn_db(w->conn));
-    if (alter && gs_cdc_before_alter(w->db->cdc, w->conn, err) != GS_OK)
+    char *ddl = NULL;
+    if (replicating_ddl(w, js) && repl_ddl_before(js, &ddl, err) != GS_OK)
         return GS_ERROR;
+    if (alter && gs_cdc_before_alter(w->db->cdc, w->conn, err) != GS_OK) {
+        gs_free(ddl);
+        return GS_ERROR;
+    }
     gs_stmt *st;
-    if (gs_conn_prepare(w->conn, js->sql, js->len, 0, &st, err) != GS_OK)
+    if (gs_conn_prepare(w->conn, js->sql, js->len, 0, &st, err) != GS_OK) {
+        gs_free(ddl);
         return GS_ERROR;
+    }
     gs_status rc = gs_params_bind(gs_stmt_sqlite(st), set, err);
     if (rc == GS_OK)
         rc = run_prepared(w, st, out, err);
     gs_conn_release(w->conn, st);
     if (rc == GS_OK && watched)
         rc = gs_cdc_after_ddl(w->db->cdc, w->conn, alter, err);
+    if (rc == GS_OK && ddl)
+        rc = repl_ddl_after(w, ddl, err);
+    gs_free(ddl);
     return rc;
 }
 
@@ -131,6 +193,8 @@ static gs_status run_unit(writer *w, gs_job *job, gs_buf *out, gs_error *err)
         gs_buf_putc(out, ']');
         return GS_OK;
     case GS_DB_BATCH: {
+        if (replicating_ddl(w, &job->stmts[0]))
+            return repl_ddl_elsewhere(err, "a batch");
         gs_stmt *st;
         if (gs_conn_prepare(w->conn, job->stmts[0].sql, job->stmts[0].len, 0, &st, err) != GS_OK)
             return GS_ERROR;
@@ -348,7 +412,10 @@ static void run_load(writer *w, unit *u)
     sqlite3_int64 changes = 0;
     sqlite3 *sdb = gs_conn_db(w->conn);
 
-    if (gs_conn_set_sync(w->conn, job->sync_level, &e) != GS_OK) {
+    if (replicating_ddl(w, &job->stmts[0])) {
+        repl_ddl_elsewhere(err, "a bulk load");
+        failed = 1;
+    } else if (gs_conn_set_sync(w->conn, job->sync_level, &e) != GS_OK) {
         gs_error_set(err, 0, "QUERY_ERROR", "cannot set the load's durability: %s", e.message);
         failed = 1;
     } else if (gs_conn_exec(w->conn, "BEGIN IMMEDIATE", &e) != GS_OK) {
@@ -419,7 +486,8 @@ static void run_load(writer *w, unit *u)
                    w->db->id, gs_sync_level_name(w->db->sync_level), e.message);
         }
     }
-    if (committed && job->checkpoint && gs_conn_wal(w->conn) && changes > 0)
+    /* backups (backup_cycle.h): only the cycle checkpoints, after it captured the log */
+    if (committed && job->checkpoint && gs_conn_wal(w->conn) && changes > 0 && !w->db->backups_on)
         checkpoint_after_load(w);
     if (!failed)
         gs_buf_printf(out, "{\"rowsLoaded\":%zu,\"changes\":%lld}", job->nsets, (long long)changes);
@@ -451,7 +519,8 @@ static int needs_transaction(writer *w, const gs_job *job)
     if (gs_cdc_stamping(w->db))
         return 1;
     return gs_sql_verb_ddl(v) &&
-           atomic_load_explicit(&w->db->cdc->nwatched, memory_order_relaxed) > 0;
+           (atomic_load_explicit(&w->db->cdc->nwatched, memory_order_relaxed) > 0 ||
+            atomic_load_explicit(&w->db->cdc->capture_all, memory_order_relaxed));
 }
 
 /* Run the jobs taken from the queue; outcomes land in the scratch units. Sets *grouped when
@@ -490,6 +559,22 @@ static void final_checkpoint(writer *w)
     if (rc != SQLITE_OK)
         gs_log(GS_LOG_WARN, "db", "database '%s': checkpoint at close failed: %s", w->db->id,
                sqlite3_errmsg(db));
+}
+
+/* After a commit that changed rows: record the committed change-log seq and tell the
+ * replication engine (it wakes its sender). Only while a commit hook is set. */
+static void note_commit(gs_database *db, gs_conn *conn)
+{
+    pthread_mutex_lock(&db->hook_mu);
+    if (db->commit_hook) {
+        uint64_t seq = 0;
+        gs_error e;
+        if (gs_cdc_max_seq(conn, &seq, &e) == GS_OK) {
+            gs_db_note_committed_seq(db, (int64_t)seq);
+            db->commit_hook(db->commit_hook_user, (int64_t)seq);
+        }
+    }
+    pthread_mutex_unlock(&db->hook_mu);
 }
 
 void *gs_db_writer_main(void *arg)
@@ -558,6 +643,8 @@ void *gs_db_writer_main(void *arg)
         if (db->cdc && atomic_load_explicit(&db->cdc->nsubs, memory_order_relaxed) > 0 &&
             sqlite3_total_changes64(gs_conn_db(w.conn)) != changes_before)
             gs_cdc_wake(db->cdc);
+        if (db->cdc && sqlite3_total_changes64(gs_conn_db(w.conn)) != changes_before)
+            note_commit(db, w.conn);
 
         /* the writes are done: they leave the bound before their callers hear of it, so a
          * caller that submits again on the answer is not refused */
@@ -589,7 +676,9 @@ void *gs_db_writer_main(void *arg)
         if (w.s->out.cap > (1u << 20))
             gs_buf_free(&w.s->out); /* do not keep a huge result buffer forever */
     }
-    final_checkpoint(&w);
+    /* backups (backup_cycle.h): the log is captured a last time before it may be emptied */
+    if (!gs_backup_cycle_writer_closing(db, w.conn))
+        final_checkpoint(&w);
     gs_conn_close(w.conn);
     return NULL;
 }

@@ -3,6 +3,8 @@
 #include "../base/fs.h"
 #include <gatestream/client_transport.h>
 #include <gatestream/hook.h>
+#include <gatestream/repl_transport.h>
+#include <gatestream/resolver.h>
 #include <gatestream/host.h>
 
 #include "../api/api.h"
@@ -14,8 +16,11 @@
 #include "../config/config.h"
 #include "../db/migrations.h"
 #include "../db/cdc.h"
+#include "../db/backup_cycle.h"
+#include <gatestream/backup_destination.h>
 #include "../db/registry.h"
 #include "../plugin/loader.h"
+#include "node_internal.h"
 #include "settings.h"
 
 #include <errno.h>
@@ -27,35 +32,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-
-typedef struct gs_instance {
-    const char *name; /* borrowed from settings */
-    gs_plugin_kind kind;
-    gs_plugin *plugin;
-    void *config; /* the plugin's config struct */
-    gs_cfg_arena arena;
-    void *instance;
-    int started;
-} gs_instance;
-
-struct gs_node {
-    gs_cfg_doc *doc;
-    gs_cfg_arena arena;
-    gs_settings s;
-    char *config_dir;
-    char *data_dir;
-    gs_host host;
-    gs_server_settings server;
-    gs_instance *instances;
-    size_t instance_count;
-    gs_registry *reg;
-    gs_migration_set **migrations;       /* per databases[] entry, or NULL */
-    gs_migration_set *tenant_migrations; /* tenants.migrations, or NULL */
-    gs_api *api;
-    gs_workpool *pool;
-    int started;
-    int stopped;
-};
 
 /* ---- the host table ---- */
 
@@ -254,14 +230,19 @@ static gs_status load_plugins(gs_node *n, gs_error *err)
         gs_instance *inst = &n->instances[n->instance_count++];
         inst->name = p->name;
         inst->kind = gs_plugin_kind_parse(p->kind);
-        char *path = NULL;
-        if (gs_plugin_find(p->name, p->plugin ? p->plugin : p->name, inst->kind, p->path,
-                           n->config_dir, &path, err) != GS_OK)
+        const char *pname = p->plugin ? p->plugin : p->name;
+        if (!p->path && gs_plugin_load_builtin(p->name, pname, inst->kind, &inst->plugin, err))
             return GS_ERROR;
-        gs_status st = gs_plugin_load(p->name, path, inst->kind, &inst->plugin, err);
-        gs_free(path);
-        if (st != GS_OK)
-            return GS_ERROR;
+        if (!inst->plugin) {
+            char *path = NULL;
+            if (gs_plugin_find(p->name, pname, inst->kind, p->path, n->config_dir, &path, err) !=
+                GS_OK)
+                return GS_ERROR;
+            gs_status st = gs_plugin_load(p->name, path, inst->kind, &inst->plugin, err);
+            gs_free(path);
+            if (st != GS_OK)
+                return GS_ERROR;
+        }
         const gs_plugin_descriptor *d = inst->plugin->desc;
         inst->config = gs_calloc(1, d->config_struct_size ? d->config_struct_size : 1);
         if (!inst->config)
@@ -278,7 +259,7 @@ static gs_status load_plugins(gs_node *n, gs_error *err)
     return GS_OK;
 }
 
-static gs_instance *find_instance(gs_node *n, const char *name)
+gs_instance *gs_node_find_instance(gs_node *n, const char *name)
 {
     for (size_t i = 0; i < n->instance_count; i++)
         if (strcmp(n->instances[i].name, name) == 0)
@@ -301,6 +282,18 @@ static gs_status create_instances(gs_node *n, gs_error *err)
         case GS_KIND_HOOK:
             st = ((const gs_hook_vtable *)vt)->create(&n->host, inst->config, &inst->instance, err);
             break;
+        case GS_KIND_REPL_TRANSPORT:
+            st = ((const gs_repl_transport_vtable *)vt)
+                     ->create(&n->host, inst->config, n->s.node.id, &inst->instance, err);
+            break;
+        case GS_KIND_RESOLVER:
+            st = ((const gs_resolver_vtable *)vt)
+                     ->create(&n->host, inst->config, &inst->instance, err);
+            break;
+        case GS_KIND_BACKUP_DESTINATION:
+            st = ((const gs_backup_destination_vtable *)vt)
+                     ->create(&n->host, inst->config, &inst->instance, err);
+            break;
         default:
             return gs_error_set(err, 0, "INVALID_CONFIG",
                                 "plugin '%s': %s plugins are not served by this version yet "
@@ -321,7 +314,7 @@ static gs_status validate_cross_refs(gs_node *n, gs_error *err)
 {
     const gs_settings_server *sv = &n->s.server;
     for (size_t i = 0; i < sv->transports.count; i++) {
-        gs_instance *inst = find_instance(n, sv->transports.items[i]);
+        gs_instance *inst = gs_node_find_instance(n, sv->transports.items[i]);
         if (!inst || inst->kind != GS_KIND_CLIENT_TRANSPORT)
             return gs_error_set(err, 0, "INVALID_CONFIG",
                                 "%s: server.transports: '%s' is not a client_transport plugin "
@@ -420,7 +413,8 @@ gs_status gs_node_load(const char *config_path, const gs_overrides *ov, gs_node 
                     err) != GS_OK ||
         load_plugins(n, err) != GS_OK || validate_cross_refs(n, err) != GS_OK ||
         load_migrations(n, err) != GS_OK ||
-        (fill_server_settings(n), create_instances(n, err)) != GS_OK) {
+        (fill_server_settings(n), create_instances(n, err)) != GS_OK ||
+        gs_node_repl_check(n, err) != GS_OK || gs_node_backup_check(n, err) != GS_OK) {
         if (!n->config_dir)
             gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
         gs_node_free(n);
@@ -645,6 +639,57 @@ static void node_database_closed(void *user, const char *id, const char *path)
     node_database_event(user, 0, id, path);
 }
 
+/* Open databases[i] with its configured settings (backups included), apply its migrations and
+ * watch its CDC tables: at start-up, and again when a restore rebuilt its file (then on the
+ * restore's thread). */
+static gs_status open_configured(gs_node *n, size_t i, gs_error *err)
+{
+    const gs_settings_db *d = &((const gs_settings_db *)n->s.databases.items)[i];
+    char file[PATH_MAX];
+    if (d->path)
+        snprintf(file, sizeof file, "%s", d->path);
+    else
+        snprintf(file, sizeof file, "%s.db", d->id);
+    char *path = gs_path_join(n->data_dir, file);
+    if (!path)
+        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+    gs_db_options o;
+    db_options_from(n, &o, d);
+    gs_backup_cycle_config bc;
+    char staging[PATH_MAX];
+    if (gs_node_backup_config(n, d, &bc, staging, sizeof staging))
+        o.backups = &bc;
+    gs_status st = gs_registry_open(n->reg, d->id, path, &o, err);
+    if (st == GS_OK)
+        gs_log(GS_LOG_INFO, "core", "database '%s' open at %s (%s, %lld readers%s)", d->id, path,
+               o.read_only ? "read-only" : "read-write", (long long)o.read_pool_size,
+               o.backups ? ", backups on" : "");
+    gs_free(path);
+    if (st == GS_OK && n->migrations && n->migrations[i])
+        st = migrate_database(n, d->id, n->migrations[i], err);
+    if (st == GS_OK)
+        st = watch_tables(n, d, err);
+    if (st != GS_OK) {
+        gs_error_prefix(err, "database '%s'", d->id);
+        return GS_ERROR;
+    }
+    return GS_OK;
+}
+
+/* The api's reopen after a restore (api_backup.c), on the restore's thread. */
+static gs_status node_reopen(void *user, const char *id, gs_error *err)
+{
+    gs_node *n = user;
+    const gs_settings_db *dbs = n->s.databases.items;
+    for (size_t i = 0; i < n->s.databases.count; i++)
+        if (strcmp(dbs[i].id, id) == 0)
+            return open_configured(n, i, err);
+    return gs_error_set(err, 0, "DATABASE_NOT_FOUND",
+                        "database '%s' is not declared under databases, so it cannot be "
+                        "reopened",
+                        id);
+}
+
 gs_status gs_node_start(gs_node *n, gs_error *err)
 {
     const gs_settings *s = &n->s;
@@ -683,32 +728,11 @@ gs_status gs_node_start(gs_node *n, gs_error *err)
     gs_free(tenant_dir);
     if (!n->reg)
         return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
-    const gs_settings_db *dbs = s->databases.items;
-    for (size_t i = 0; i < s->databases.count; i++) {
-        char file[PATH_MAX];
-        if (dbs[i].path)
-            snprintf(file, sizeof file, "%s", dbs[i].path);
-        else
-            snprintf(file, sizeof file, "%s.db", dbs[i].id);
-        char *path = gs_path_join(n->data_dir, file);
-        if (!path)
-            return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
-        gs_db_options o;
-        db_options_from(n, &o, &dbs[i]);
-        gs_status st = gs_registry_open(n->reg, dbs[i].id, path, &o, err);
-        if (st == GS_OK)
-            gs_log(GS_LOG_INFO, "core", "database '%s' open at %s (%s, %lld readers)", dbs[i].id,
-                   path, o.read_only ? "read-only" : "read-write", (long long)o.read_pool_size);
-        gs_free(path);
-        if (st == GS_OK && n->migrations && n->migrations[i])
-            st = migrate_database(n, dbs[i].id, n->migrations[i], err);
-        if (st == GS_OK)
-            st = watch_tables(n, &dbs[i], err);
-        if (st != GS_OK) {
-            gs_error_prefix(err, "database '%s'", dbs[i].id);
+    for (size_t i = 0; i < s->databases.count; i++)
+        if (open_configured(n, i, err) != GS_OK)
             return GS_ERROR;
-        }
-    }
+    if (gs_node_repl_start(n, err) != GS_OK)
+        return GS_ERROR;
     gs_operations *ops = NULL;
     if (build_operations(n, &ops, err) != GS_OK)
         return GS_ERROR;
@@ -747,6 +771,8 @@ gs_status gs_node_start(gs_node *n, gs_error *err)
     ao.operations = ops;
     ao.metrics_enabled = sv->metrics.enabled;
     ao.metrics_authenticate = sv->metrics.authenticate;
+    ao.reopen = node_reopen;
+    ao.reopen_user = n;
     if (gs_api_new(&ao, n->reg, &n->api, err) != GS_OK) {
         gs_operations_free(ops);
         return GS_ERROR;
@@ -833,6 +859,7 @@ void gs_node_stop(gs_node *n)
             __atomic_store_n(&inst->started, 0, __ATOMIC_RELEASE);
         }
     }
+    gs_node_repl_stop(n);
     if (n->reg)
         gs_registry_shutdown(n->reg);
     if (n->api) /* requests cut off by the transports have answered by now */
@@ -852,8 +879,15 @@ void gs_node_free(gs_node *n)
                 ((const gs_client_transport_vtable *)vt)->destroy(inst->instance);
             else if (inst->kind == GS_KIND_HOOK)
                 ((const gs_hook_vtable *)vt)->destroy(inst->instance);
+            else if (inst->kind == GS_KIND_REPL_TRANSPORT)
+                ((const gs_repl_transport_vtable *)vt)->destroy(inst->instance);
+            else if (inst->kind == GS_KIND_RESOLVER)
+                ((const gs_resolver_vtable *)vt)->destroy(inst->instance);
+            else if (inst->kind == GS_KIND_BACKUP_DESTINATION)
+                ((const gs_backup_destination_vtable *)vt)->destroy(inst->instance);
         }
     }
+    gs_node_repl_free(n);
     gs_api_free(n->api);
     if (n->pool)
         gs_workpool_free(n->pool);

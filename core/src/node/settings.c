@@ -23,8 +23,13 @@
         .child_count = sizeof(tbl) / sizeof(tbl[0]), .child_struct_size = sz                       \
     }
 
-static const char *const kind_choices[] = {"client_transport", "repl_transport", "resolver",
-                                           "coordinator",      "hook",           NULL};
+static const char *const kind_choices[] = {"client_transport",
+                                           "repl_transport",
+                                           "resolver",
+                                           "coordinator",
+                                           "hook",
+                                           "backup_destination",
+                                           NULL};
 static const char *const sync_choices[] = {"off", "normal", "full", "extra", NULL};
 static const char *const op_kinds[] = {"read", "write", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
@@ -154,6 +159,42 @@ static const gs_config_key cdc_keys[] = {
          "poll for changes written by other processes"),
 };
 
+static const gs_config_key backup_keys[] = {
+    KEY("destination", GS_CFG_STRING, NULL, 0, gs_settings_backups, destination,
+        "backup_destination plugin instance the pieces go to; setting it turns the cycle on"),
+    KEYR("interval_ms", GS_CFG_INT, "60000", gs_settings_backups, interval_ms, 100, 31536000000LL,
+         "capture the write-ahead log (then checkpoint it) this often"),
+    KEYR("full_copy_interval_ms", GS_CFG_INT, "86400000", gs_settings_backups,
+         full_copy_interval_ms, 0, 31536000000LL,
+         "start a fresh chain with a full copy once a chain is this old"),
+    KEY("chain_name", GS_CFG_STRING, "sirannon-backup-chain", 0, gs_settings_backups, chain_name,
+        "name the list of chains is stored under at the destination"),
+    KEY("name_prefix", GS_CFG_STRING, "sirannon-backup", 0, gs_settings_backups, name_prefix,
+        "prefix of the names full copies and change pieces are stored under"),
+    KEYR("piece_bytes", GS_CFG_INT, "16777216", gs_settings_backups, piece_bytes, 1024, 1073741824,
+         "bytes per stored piece (the last piece of a file may be shorter)"),
+    KEY("fingerprint", GS_CFG_BOOL, "true", 0, gs_settings_backups, fingerprint,
+        "record the SHA-256 of every backup and check it on verify and restore"),
+    KEY("staging_dir", GS_CFG_STRING, NULL, 0, gs_settings_backups, staging_dir,
+        "local folder for the cycle state and staged copies (relative to node.data_dir); "
+        "default <database file>-backup; needs free space equal to the database"),
+    KEYR("max_uncaptured_log_bytes", GS_CFG_INT, "0", gs_settings_backups, max_uncaptured_log_bytes,
+         0, 1099511627776LL,
+         "past this many write-ahead log bytes no capture took, empty the log and start a fresh "
+         "chain (0 = unbounded)"),
+    KEYR("pages_per_step", GS_CFG_INT, "256", gs_settings_backups, pages_per_step, 1, 1000000,
+         "pages per step of a full copy"),
+    KEYR("restart_limit", GS_CFG_INT, "3", gs_settings_backups, restart_limit, 1, 1000,
+         "full-copy restarts tolerated before BACKUP_RESTARTED"),
+    KEYR("stall_timeout_ms", GS_CFG_INT, "30000", gs_settings_backups, stall_timeout_ms, 100,
+         86400000, "a full-copy step must arrive within this (else BACKUP_STALLED)"),
+    KEYR("destination_timeout_ms", GS_CFG_INT, "600000", gs_settings_backups,
+         destination_timeout_ms, 100, 86400000,
+         "a destination call must return within this (else BACKUP_DESTINATION_ERROR)"),
+    KEYR("no_progress_step_limit", GS_CFG_INT, "256", gs_settings_backups, no_progress_step_limit,
+         1, 1000000, "full-copy steps without progress tolerated before BACKUP_RESTARTED"),
+};
+
 static const gs_config_key db_keys[] = {
     KEY("id", GS_CFG_STRING, NULL, 1, gs_settings_db, id, "database id used in /db/{id}"),
     KEY("path", GS_CFG_STRING, NULL, 0, gs_settings_db, path,
@@ -174,6 +215,8 @@ static const gs_config_key db_keys[] = {
     KEYR("busy_timeout_ms", GS_CFG_INT, "5000", gs_settings_db, busy_timeout_ms, 0, 600000,
          "PRAGMA busy_timeout"),
     SUB("cdc", GS_CFG_SECTION, gs_settings_db, cdc, cdc_keys, 0, "change data capture"),
+    SUB("backups", GS_CFG_SECTION, gs_settings_db, backups, backup_keys, 0,
+        "change-capture backups: a full copy, then the write-ahead log on an interval"),
     KEY("migrations", GS_CFG_STRING, NULL, 0, gs_settings_db, migrations,
         "folder of <version>_<name>.up.sql / .down.sql files (relative to the config file); "
         "pending ones are applied before the database is served"),
@@ -209,6 +252,12 @@ static const gs_config_key root_keys[] = {
         "databases served"),
     SUB("tenants", GS_CFG_SECTION, gs_settings, tenants, tenant_keys, 0,
         "auto-opened tenant databases"),
+    {.name = "replication",
+     .type = GS_CFG_SECTION,
+     .offset = offsetof(gs_settings, replication),
+     .help = "static-mode replication of one database (spec 03)",
+     .children = gs_settings_repl_keys,
+     .child_count = GS_SETTINGS_REPL_KEY_COUNT},
 };
 
 const gs_config_key *gs_settings_keys(size_t *count)

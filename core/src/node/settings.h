@@ -9,6 +9,7 @@
 
 #include <gatestream/abi.h>
 #include "../config/config.h"
+#include "settings_repl.h"
 
 typedef struct gs_settings_plugin {
     const char *name;   /* instance name */
@@ -73,6 +74,25 @@ typedef struct gs_settings_cdc {
     int64_t fallback_poll_ms;
 } gs_settings_cdc;
 
+/* databases[].backups: the change-capture cycle (spec 02 "Backups"); on when destination is
+ * set. Keys are the spec's BackupCycleOptions in snake case. */
+typedef struct gs_settings_backups {
+    const char *destination; /* a backup_destination plugin instance */
+    int64_t interval_ms;
+    int64_t full_copy_interval_ms;
+    const char *chain_name;
+    const char *name_prefix;
+    int64_t piece_bytes;
+    int fingerprint;
+    const char *staging_dir; /* default <database file>-backup; relative to node.data_dir */
+    int64_t max_uncaptured_log_bytes; /* 0 = unbounded */
+    int64_t pages_per_step;
+    int64_t restart_limit;
+    int64_t stall_timeout_ms;
+    int64_t destination_timeout_ms;
+    int64_t no_progress_step_limit;
+} gs_settings_backups;
+
 typedef struct gs_settings_db {
     const char *id;
     const char *path;
@@ -87,6 +107,7 @@ typedef struct gs_settings_db {
     int64_t busy_timeout_ms;
     const char *migrations; /* folder of migration files (relative to the config file) */
     gs_settings_cdc cdc;
+    gs_settings_backups backups;
 } gs_settings_db;
 
 typedef struct gs_settings_tenants {
@@ -112,6 +133,7 @@ typedef struct gs_settings {
     gs_settings_server server;
     gs_config_list databases; /* gs_settings_db */
     gs_settings_tenants tenants;
+    gs_settings_repl replication;
 } gs_settings;
 
 /** The root key table and its size. */

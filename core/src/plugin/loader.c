@@ -1,5 +1,7 @@
 #include "loader.h"
+#include "static_registry.h"
 
+#include <gatestream/backup_destination.h>
 #include <gatestream/client_transport.h>
 #include <gatestream/coordinator.h>
 #include <gatestream/hook.h>
@@ -33,6 +35,7 @@ static const struct {
     {GS_KIND_RESOLVER, "resolver", "resolver"},
     {GS_KIND_COORDINATOR, "coordinator", "coordinator"},
     {GS_KIND_HOOK, "hook", "hook"},
+    {GS_KIND_BACKUP_DESTINATION, "backup_destination", "backup"},
 };
 #define NKINDS (sizeof kinds / sizeof kinds[0])
 
@@ -70,6 +73,8 @@ size_t gs_plugin_min_vtable_size(gs_plugin_kind kind)
     case GS_KIND_RESOLVER: return offsetof(gs_resolver_vtable, resolve) + sizeof(void *);
     case GS_KIND_COORDINATOR: return offsetof(gs_coordinator_vtable, unwatch) + sizeof(void *);
     case GS_KIND_HOOK: return offsetof(gs_hook_vtable, destroy) + sizeof(void *);
+    case GS_KIND_BACKUP_DESTINATION:
+        return offsetof(gs_backup_destination_vtable, list_pieces) + sizeof(void *);
     }
     return 0;
 }
@@ -183,6 +188,10 @@ static const required_cb req_coord[] = {
     REQ(gs_coordinator_vtable, lease_revoke), REQ(gs_coordinator_vtable, watch),
     REQ(gs_coordinator_vtable, unwatch)};
 static const required_cb req_hook[] = {REQ(gs_hook_vtable, create), REQ(gs_hook_vtable, destroy)};
+static const required_cb req_backup_dest[] = {
+    REQ(gs_backup_destination_vtable, create), REQ(gs_backup_destination_vtable, destroy),
+    REQ(gs_backup_destination_vtable, write_piece), REQ(gs_backup_destination_vtable, read_piece),
+    REQ(gs_backup_destination_vtable, list_pieces)};
 #undef REQ
 
 static const required_cb *required_for(gs_plugin_kind kind, size_t *n)
@@ -193,6 +202,7 @@ static const required_cb *required_for(gs_plugin_kind kind, size_t *n)
     case GS_KIND_RESOLVER: *n = 3; return req_resolver;
     case GS_KIND_COORDINATOR: *n = 11; return req_coord;
     case GS_KIND_HOOK: *n = 2; return req_hook;
+    case GS_KIND_BACKUP_DESTINATION: *n = 5; return req_backup_dest;
     }
     *n = 0;
     return NULL;
@@ -235,6 +245,15 @@ static gs_status check_descriptor(const char *instance, const char *path,
                  d->abi_major, d->abi_minor);
         return refuse(err, instance, path, problem,
                       "rebuild the resolver against this gatestream's headers");
+    }
+    if (d->kind == GS_KIND_BACKUP_DESTINATION && d->abi_minor < 3) {
+        /* The kind appeared in 1.3: an older minor cannot have been built against it. */
+        snprintf(problem, sizeof problem,
+                 "it declares a backup_destination plugin built for ABI %u.%u; that kind "
+                 "exists since ABI 1.3",
+                 d->abi_major, d->abi_minor);
+        return refuse(err, instance, path, problem,
+                      "rebuild the plugin against this gatestream's headers");
     }
     if (!d->build_signature || strcmp(d->build_signature, GS_BUILD_SIGNATURE) != 0) {
         snprintf(problem, sizeof problem,
@@ -340,6 +359,36 @@ gs_status gs_plugin_load(const char *instance, const char *path, gs_plugin_kind 
     p->handle = h;
     p->desc = d;
     *out = p;
+    return GS_OK;
+}
+
+gs_status gs_plugin_load_builtin(const char *instance, const char *plugin_name, gs_plugin_kind kind,
+                                 gs_plugin **out, gs_error *err)
+{
+    *out = NULL;
+    for (const gs_static_plugin *sp = gs_static_plugins; sp->name; sp++) {
+        if (strcmp(sp->name, plugin_name) != 0)
+            continue;
+        if (kind && strcmp(sp->prefix, gs_plugin_kind_prefix(kind)) != 0)
+            continue;
+        char path[256];
+        snprintf(path, sizeof path, "built-in:%s_%s", sp->prefix, sp->name);
+        const gs_plugin_descriptor *d = sp->entry(GS_ABI_MAJOR);
+        if (!d)
+            return refuse(err, instance, path, "the built-in entry returned no descriptor",
+                          "rebuild gatestream");
+        if (check_descriptor(instance, path, d, kind, err) != GS_OK)
+            return GS_ERROR;
+        gs_plugin *p = gs_calloc(1, sizeof *p);
+        if (!p || !(p->path = gs_strdup(path))) {
+            gs_free(p);
+            return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory loading plugin '%s'",
+                                instance);
+        }
+        p->desc = d;
+        *out = p;
+        return GS_OK;
+    }
     return GS_OK;
 }
 

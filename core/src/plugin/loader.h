@@ -41,6 +41,10 @@ gs_status gs_plugin_find(const char *instance, const char *plugin_name, gs_plugi
 /** Open and check the plugin at path. expected_kind 0 accepts any kind. */
 gs_status gs_plugin_load(const char *instance, const char *path, gs_plugin_kind expected_kind,
                          gs_plugin **out, gs_error *err);
+/** The built-in plugin `plugin_name` of `kind` (0: any kind), checked like a loaded one:
+ * GS_OK with *out NULL when there is none by that name. Unload it like any other. */
+gs_status gs_plugin_load_builtin(const char *instance, const char *plugin_name, gs_plugin_kind kind,
+                                 gs_plugin **out, gs_error *err);
 void gs_plugin_unload(gs_plugin *p);
 
 /** Minimum vtable size of a kind at ABI 1.0. */

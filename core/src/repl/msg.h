@@ -57,8 +57,8 @@ typedef struct gs_repl_change {
     char *hlc;
     char *tx_id;
     char *node_id;
-    gs_rrow *new_data; /**< NULL = null */
-    gs_rrow *old_data; /**< NULL = null */
+    gs_rrow *new_data;   /**< NULL = null */
+    gs_rrow *old_data;   /**< NULL = null */
     char *ddl_statement; /**< NULL = absent */
     int64_t seq; /**< the sender's change-log seq (local only, never on the wire; 0 = unknown) */
 } gs_repl_change;

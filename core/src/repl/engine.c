@@ -1,0 +1,1232 @@
+/*
+ * The replication engine: lifecycle, the inbound queue, the sender loop, acknowledgements,
+ * write concern and status (see engine.h). Forwarding lives in forward.c, first sync in
+ * sync.c.
+ */
+#include "engine_internal.h"
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "db/cdc_internal.h"
+#include "repl/codec.h"
+#include "repl/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Past this many bytes queued from the transport, batches are dropped (the sender
+ * retransmits them after its ack timeout) rather than growing without bound. */
+#define INBOUND_MAX_BYTES ((size_t)256 << 20)
+/* Peer positions are written to _sirannon_peer_state at most this often. */
+#define PEER_STATE_SAVE_MS 1000
+
+int64_t gs_repl_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void gs_repl_options_default(gs_repl_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->role = "primary";
+    o->batch_size = 100;
+    o->batch_interval_ms = 100;
+    o->max_pending_batches = 10;
+    o->max_batch_changes = 1000;
+    o->max_clock_drift_ms = 60000;
+    o->ack_timeout_ms = 5000;
+    o->initial_sync = 1;
+    o->sync_batch_size = 10000;
+    o->max_concurrent_syncs = 2;
+    o->max_sync_duration_ms = 1800000;
+    o->max_sync_lag_before_ready = 100;
+    o->sync_ack_timeout_ms = 30000;
+    o->catch_up_deadline_ms = 600000;
+    o->forward_deadline_ms = 30000;
+    o->write_concern = "local";
+    o->write_concern_timeout_ms = 5000;
+    o->resume_from_seq = -1;
+}
+
+gs_peer *gs_repl_peer_find(gs_repl_engine *e, const char *id)
+{
+    for (size_t i = 0; i < e->npeers; i++)
+        if (strcmp(e->peers[i].id, id) == 0)
+            return &e->peers[i];
+    return NULL;
+}
+
+void gs_repl_note_error(gs_repl_engine *e, const gs_error *err, const char *what, const char *peer)
+{
+    gs_log(GS_LOG_WARN, "repl", "database '%s': %s%s%s: %s: %s", gs_db_id(e->db), what,
+           peer ? " from/to peer " : "", peer ? peer : "", err->code, err->message);
+    pthread_mutex_lock(&e->mu);
+    gs_error_copy(&e->last_error, err);
+    pthread_mutex_unlock(&e->mu);
+}
+
+void gs_repl_set_phase(gs_repl_engine *e, const char *phase)
+{
+    pthread_mutex_lock(&e->mu);
+    int changed = strcmp(e->phase, phase) != 0;
+    snprintf(e->phase, sizeof e->phase, "%s", phase);
+    if (changed && strcmp(phase, "catching-up") == 0)
+        e->catch_up_started_ms = gs_repl_now_ms();
+    pthread_mutex_unlock(&e->mu);
+    if (changed)
+        gs_log(GS_LOG_INFO, "repl", "database '%s': sync phase is now %s", gs_db_id(e->db), phase);
+}
+
+gs_repl_resolver_ref gs_repl_resolver_for(void *engine, const char *table)
+{
+    gs_repl_engine *e = engine;
+    for (size_t i = 0; i < e->nresolvers; i++)
+        if (strcmp(e->resolvers[i].table, table) == 0)
+            return e->resolvers[i].ref;
+    return e->o.default_resolver;
+}
+
+gs_status gs_repl_on_writer(gs_repl_engine *e, gs_db_writer_fn fn, void *user, gs_error *err)
+{
+    return gs_cdc_writer_call_sync(e->db, fn, user, err);
+}
+
+gs_status gs_repl_send_message(gs_repl_engine *e, const char *to, const gs_repl_message *m,
+                               gs_error *err)
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    if (gs_repl_message_encode(m, &bytes, &len, err) != GS_OK)
+        return GS_ERROR;
+    gs_error_init(err);
+    gs_status st = e->o.transport->send(e->o.transport_instance, to, GS_REPL_MSG_REPLICATION, 0,
+                                        bytes, len, err);
+    gs_free(bytes);
+    if (st != GS_OK && !err->code[0])
+        gs_error_set(err, 0, "TRANSPORT_ERROR", "the transport could not queue a message for %s",
+                     to);
+    return st;
+}
+
+/* ---- the inbound queue (transport threads -> inbound thread) ---- */
+
+static void enqueue(gs_repl_engine *e, const char *from, gs_repl_msg_type type, uint64_t call_id,
+                    const uint8_t *bytes, size_t len, int peer_event)
+{
+    gs_inbound *m = gs_malloc(sizeof *m + len);
+    char *f = gs_strdup(from ? from : "");
+    if (!m || !f) {
+        gs_free(m);
+        gs_free(f);
+        gs_log(GS_LOG_ERROR, "repl", "out of memory: a message from %s was dropped",
+               from ? from : "?");
+        return;
+    }
+    m->next = NULL;
+    m->from = f;
+    m->type = type;
+    m->call_id = call_id;
+    m->len = len;
+    m->peer_event = peer_event;
+    if (len)
+        memcpy(m->bytes, bytes, len);
+    pthread_mutex_lock(&e->mu);
+    /* Batches past the bound are dropped (retransmitted later); control traffic never is. */
+    if (!peer_event && type == GS_REPL_MSG_REPLICATION && e->in_bytes + len > INBOUND_MAX_BYTES) {
+        pthread_mutex_unlock(&e->mu);
+        gs_log(GS_LOG_WARN, "repl",
+               "database '%s': inbound queue full (%zu bytes); a message from %s was dropped "
+               "and will be retransmitted",
+               gs_db_id(e->db), e->in_bytes, from);
+        gs_free(m->from);
+        gs_free(m);
+        return;
+    }
+    if (e->stop) {
+        pthread_mutex_unlock(&e->mu);
+        gs_free(m->from);
+        gs_free(m);
+        return;
+    }
+    if (e->in_tail)
+        e->in_tail->next = m;
+    else
+        e->in_head = m;
+    e->in_tail = m;
+    e->in_bytes += len;
+    pthread_cond_signal(&e->in_cond);
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void on_message(void *user, const char *from, gs_repl_msg_type type, uint64_t call_id,
+                       const uint8_t *bytes, size_t len)
+{
+    enqueue(user, from, type, call_id, bytes, len, 0);
+}
+
+static void on_peer(void *user, const char *node_id, int connected)
+{
+    enqueue(user, node_id, GS_REPL_MSG_REPLICATION, (uint64_t)(connected != 0), NULL, 0, 1);
+}
+
+static void wake_timer(gs_repl_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    e->timer_wake = 1;
+    pthread_cond_signal(&e->timer_cond);
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void on_commit(void *user, int64_t seq)
+{
+    (void)seq;
+    gs_repl_engine *e = user;
+    if (e->is_primary)
+        wake_timer(e);
+}
+
+/* ---- write concern ---- */
+
+/* Under mu: is the wait met? Counts the replicas this node replicates to. */
+static int concern_met(gs_repl_engine *e, const gs_concern_wait *w)
+{
+    int connected = 0, acked = 0;
+    for (size_t i = 0; i < e->npeers; i++) {
+        const gs_peer *p = &e->peers[i];
+        if (p->is_primary || !p->connected)
+            continue;
+        connected++;
+        if (p->last_acked_seq >= w->target_seq)
+            acked++;
+    }
+    if (w->all)
+        return acked >= connected;
+    return acked >= connected / 2 + 1;
+}
+
+/* Under mu: move met waits (or all, with expire_before > 0 those past it) to out. */
+static void collect_waits(gs_repl_engine *e, int64_t now, gs_concern_wait **met,
+                          gs_concern_wait **expired)
+{
+    gs_concern_wait **pp = &e->waits;
+    while (*pp) {
+        gs_concern_wait *w = *pp;
+        if (concern_met(e, w)) {
+            *pp = w->next;
+            w->next = *met;
+            *met = w;
+        } else if (now > 0 && now >= w->deadline_ms) {
+            *pp = w->next;
+            w->next = *expired;
+            *expired = w;
+        } else {
+            pp = &w->next;
+        }
+    }
+}
+
+static void finish_waits(gs_concern_wait *met, gs_concern_wait *expired)
+{
+    while (met) {
+        gs_concern_wait *w = met;
+        met = w->next;
+        w->done(w->user, GS_OK, NULL);
+        gs_free(w);
+    }
+    while (expired) {
+        gs_concern_wait *w = expired;
+        expired = w->next;
+        gs_error err;
+        gs_error_init(&err);
+        gs_error_set(&err, 0, "WRITE_CONCERN_ERROR",
+                     "the write committed on the primary but %s of the connected replicas did "
+                     "not acknowledge seq %lld in time; it may still replicate",
+                     w->all ? "all" : "a majority", (long long)w->target_seq);
+        w->done(w->user, GS_ERROR, &err);
+        gs_free(w);
+    }
+}
+
+static void check_waits(gs_repl_engine *e, int64_t now)
+{
+    gs_concern_wait *met = NULL, *expired = NULL;
+    pthread_mutex_lock(&e->mu);
+    collect_waits(e, now, &met, &expired);
+    pthread_mutex_unlock(&e->mu);
+    finish_waits(met, expired);
+}
+
+const char *gs_repl_default_concern(const gs_repl_engine *e)
+{
+    return e->write_concern;
+}
+
+void gs_repl_await_concern(gs_repl_engine *e, const char *level, int64_t timeout_ms,
+                           void (*done)(void *user, gs_status st, const gs_error *err), void *user)
+{
+    if (!level)
+        level = e->write_concern;
+    if (strcmp(level, "local") == 0 || !e->is_primary) {
+        done(user, GS_OK, NULL);
+        return;
+    }
+    gs_concern_wait *w = gs_calloc(1, sizeof *w);
+    if (!w) {
+        gs_error err;
+        gs_error_init(&err);
+        gs_error_set(&err, 0, "WRITE_CONCERN_ERROR",
+                     "out of memory while waiting for the write concern");
+        done(user, GS_ERROR, &err);
+        return;
+    }
+    w->target_seq = gs_db_committed_seq(e->db);
+    w->all = strcmp(level, "all") == 0;
+    w->deadline_ms =
+        gs_repl_now_ms() + (timeout_ms > 0 ? timeout_ms : e->o.write_concern_timeout_ms);
+    w->done = done;
+    w->user = user;
+    pthread_mutex_lock(&e->mu);
+    if (e->stop) {
+        pthread_mutex_unlock(&e->mu);
+        gs_free(w);
+        gs_error err;
+        gs_error_init(&err);
+        gs_error_set(&err, 0, "SHUTDOWN", "the node is shutting down");
+        done(user, GS_ERROR, &err);
+        return;
+    }
+    if (concern_met(e, w)) {
+        pthread_mutex_unlock(&e->mu);
+        gs_free(w);
+        done(user, GS_OK, NULL);
+        return;
+    }
+    w->next = e->waits;
+    e->waits = w;
+    e->timer_wake = 1; /* recompute the nearest deadline */
+    pthread_cond_signal(&e->timer_cond);
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- receive side ---- */
+
+typedef struct apply_call {
+    gs_repl_engine *e;
+    const gs_repl_batch *b;
+    gs_repl_apply_result res;
+} apply_call;
+
+static gs_status apply_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
+{
+    (void)out;
+    apply_call *ac = user;
+    gs_repl_engine *e = ac->e;
+    gs_repl_apply_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.clock = gs_cdc_clock(e->db);
+    ctx.local_node_id = e->node_id;
+    ctx.primary_node_id = ac->b->source_node_id;
+    ctx.resolver = gs_repl_resolver_for;
+    ctx.resolver_user = e;
+    ctx.max_clock_drift_ms = e->o.max_clock_drift_ms;
+    ctx.keep_column_versions = e->o.keep_column_versions;
+    ctx.cdc = e->db->cdc;
+    return gs_repl_apply_batch(conn, &ctx, ac->b, &ac->res, err);
+}
+
+static void send_ack(gs_repl_engine *e, const char *to, const char *batch_id, int64_t seq)
+{
+    gs_repl_message m;
+    memset(&m, 0, sizeof m);
+    m.kind = GS_RMSG_ACK;
+    m.ack.batch_id = (char *)batch_id;
+    m.ack.acked_seq = seq;
+    m.ack.node_id = e->node_id;
+    gs_error err;
+    gs_error_init(&err);
+    if (gs_repl_send_message(e, to, &m, &err) != GS_OK)
+        gs_log(GS_LOG_DEBUG, "repl", "database '%s': ack to %s not sent: %s", gs_db_id(e->db), to,
+               err.message);
+}
+
+/* Record the error, then count the rejection (a reader of the counter sees the error). */
+static void count_rejection(gs_repl_engine *e, const gs_error *err, const char *what,
+                            const char *from)
+{
+    gs_repl_note_error(e, err, what, from);
+    pthread_mutex_lock(&e->mu);
+    e->counters.rejected++;
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void reject(gs_repl_engine *e, const char *from, const char *code, const char *fmt,
+                   const char *arg)
+{
+    gs_error err;
+    gs_error_init(&err);
+    gs_error_set(&err, 0, code, fmt, arg);
+    count_rejection(e, &err, "batch rejected", from);
+}
+
+static void receive_batch(gs_repl_engine *e, const char *from, const gs_repl_batch *b)
+{
+    pthread_mutex_lock(&e->mu);
+    e->counters.batches_received++;
+    int accepting = strcmp(e->phase, "ready") == 0 || strcmp(e->phase, "catching-up") == 0;
+    gs_peer *p = gs_repl_peer_find(e, from);
+    int peer_primary = p && p->is_primary;
+    pthread_mutex_unlock(&e->mu);
+
+    if (!accepting)
+        return reject(e, from, "REPLICATION_ERROR",
+                      "batch %s arrived while this node is not ready or catching up (it is "
+                      "still syncing); the sender will retransmit",
+                      b->batch_id ? b->batch_id : "");
+    if (!b->source_node_id || strcmp(b->source_node_id, from) != 0)
+        return reject(e, from, "TOPOLOGY_ERROR",
+                      "batch sourceNodeId '%s' does not match the peer that sent it",
+                      b->source_node_id ? b->source_node_id : "");
+    if (!p)
+        return reject(e, from, "TOPOLOGY_ERROR", "batch from '%s', which is not a configured peer",
+                      from);
+    if (e->is_primary || !peer_primary)
+        return reject(e, from, "TOPOLOGY_ERROR",
+                      "batch from '%s' refused: in static mode a replica accepts batches only "
+                      "from the primary",
+                      from);
+    if ((int64_t)b->nchanges > e->o.max_batch_changes)
+        return reject(e, from, "BATCH_VALIDATION_ERROR",
+                      "batch %s holds more changes than maxBatchChanges allows",
+                      b->batch_id ? b->batch_id : "");
+    if (b->nchanges > 0 && b->hlc_max && b->hlc_max[0]) {
+        /* Only a stamp ahead of this clock is refused: old changes (a replica catching up
+         * after a day away) are fine, but a peer must not drag the clock forward. */
+        gs_hlc_ts ts;
+        gs_error derr;
+        int64_t ahead = gs_hlc_decode(b->hlc_max, &ts, &derr) == GS_OK
+                            ? ts.wall_ms - gs_hlc_physical_ms()
+                            : INT64_MAX;
+        if (ahead > e->o.max_clock_drift_ms)
+            return reject(e, from, "BATCH_VALIDATION_ERROR",
+                          "batch hlcRange.max '%s' is malformed or runs ahead of this node's "
+                          "clock by more than maxClockDriftMs",
+                          b->hlc_max);
+    }
+
+    apply_call ac;
+    memset(&ac, 0, sizeof ac);
+    ac.e = e;
+    ac.b = b;
+    gs_error err;
+    gs_error_init(&err);
+    if (gs_repl_on_writer(e, apply_fn, &ac, &err) != GS_OK) {
+        gs_repl_apply_result_free(&ac.res);
+        count_rejection(e, &err, "applying a batch failed (nothing of it was applied)", from);
+        return;
+    }
+    for (size_t i = 0; i < ac.res.ndropped; i++)
+        gs_log(GS_LOG_INFO, "repl", "database '%s': table '%s' dropped by replicated DDL",
+               gs_db_id(e->db), ac.res.dropped_tables[i]);
+    gs_log(GS_LOG_DEBUG, "repl",
+           "database '%s': batch %s from %s: applied %zu, skipped %zu, conflicts %zu%s%s, "
+           "position %lld",
+           gs_db_id(e->db), b->batch_id ? b->batch_id : "", from, ac.res.applied, ac.res.skipped,
+           ac.res.conflicts, ac.res.duplicate ? ", duplicate" : "", ac.res.gap ? ", gap" : "",
+           (long long)ac.res.applied_seq);
+    pthread_mutex_lock(&e->mu);
+    if (ac.res.gap)
+        e->counters.batches_gap++;
+    else if (ac.res.duplicate)
+        e->counters.batches_duplicate++;
+    else {
+        e->counters.batches_applied++;
+        e->counters.changes_applied += ac.res.applied;
+        e->counters.conflicts += ac.res.conflicts;
+    }
+    if (ac.res.applied_seq > e->applied_seq)
+        e->applied_seq = ac.res.applied_seq;
+    e->last_batch_ms = gs_repl_now_ms();
+    if (b->hlc_max)
+        snprintf(p->last_received_hlc, sizeof p->last_received_hlc, "%s", b->hlc_max);
+    int64_t applied = e->applied_seq;
+    pthread_mutex_unlock(&e->mu);
+    /* A gap answers with the position, so the sender rewinds at once. */
+    send_ack(e, from, ac.res.gap ? "" : (b->batch_id ? b->batch_id : ""), applied);
+    gs_repl_apply_result_free(&ac.res);
+    gs_repl_sync_check_ready(e, (int64_t)b->nchanges);
+}
+
+/* ---- send side ---- */
+
+static void receive_ack(gs_repl_engine *e, const char *from, const gs_repl_ack *a)
+{
+    gs_log(GS_LOG_DEBUG, "repl", "database '%s': ack from %s: batch '%s', seq %lld",
+           gs_db_id(e->db), from, a->batch_id ? a->batch_id : "", (long long)a->acked_seq);
+    pthread_mutex_lock(&e->mu);
+    gs_peer *p = gs_repl_peer_find(e, from);
+    if (!p || p->is_primary || !e->is_primary) {
+        pthread_mutex_unlock(&e->mu);
+        gs_log(GS_LOG_DEBUG, "repl",
+               "database '%s': ack from %s ignored (not a replica of "
+               "this primary)",
+               gs_db_id(e->db), from);
+        return;
+    }
+    int position = !a->batch_id || !a->batch_id[0];
+    if (position) {
+        /* The replica's applied position: replicate from there. */
+        p->last_acked_seq = a->acked_seq;
+        p->last_sent_seq = a->acked_seq;
+        p->ninflight = 0;
+        p->positioned = 1;
+    } else {
+        if (a->acked_seq > p->last_acked_seq)
+            p->last_acked_seq = a->acked_seq;
+        int k = 0;
+        for (int i = 0; i < p->ninflight; i++)
+            if (p->inflight[i].to_seq > p->last_acked_seq)
+                p->inflight[k++] = p->inflight[i];
+        p->ninflight = k;
+        if (p->last_sent_seq < p->last_acked_seq)
+            p->last_sent_seq = p->last_acked_seq;
+    }
+    p->last_ack_ms = gs_repl_now_ms();
+    e->timer_wake = 1;
+    pthread_cond_signal(&e->timer_cond);
+    pthread_mutex_unlock(&e->mu);
+    check_waits(e, 0);
+}
+
+/* ---- inbound thread ---- */
+
+static void peer_event(gs_repl_engine *e, const char *id, int connected)
+{
+    pthread_mutex_lock(&e->mu);
+    gs_peer *p = gs_repl_peer_find(e, id);
+    if (!p) {
+        pthread_mutex_unlock(&e->mu);
+        gs_log(GS_LOG_WARN, "repl",
+               "database '%s': node '%s' connected but is not in replication.peers; it is "
+               "ignored",
+               gs_db_id(e->db), id);
+        return;
+    }
+    p->connected = connected;
+    p->connected_ms = gs_repl_now_ms();
+    p->positioned = 0;
+    p->ninflight = 0;
+    int primary = p->is_primary;
+    int ready = strcmp(e->phase, "ready") == 0 || strcmp(e->phase, "catching-up") == 0;
+    int64_t applied = e->applied_seq;
+    e->timer_wake = 1;
+    pthread_cond_signal(&e->timer_cond);
+    pthread_mutex_unlock(&e->mu);
+    gs_log(GS_LOG_INFO, "repl", "database '%s': peer %s (%s) %s", gs_db_id(e->db), id,
+           primary ? "primary" : "replica", connected ? "connected" : "disconnected");
+    if (!connected) {
+        check_waits(e, 0); /* "all" counts connected replicas only */
+        return;
+    }
+    if (!e->is_primary && primary) {
+        if (ready)
+            send_ack(e, id, "", applied); /* spec 03 Peer Tracking: report the position */
+        else
+            gs_repl_sync_maybe_start(e, id);
+    }
+}
+
+void gs_repl_post_sync_retry(gs_repl_engine *e)
+{
+    enqueue(e, "", GS_REPL_MSG_SYNC, 0, NULL, 0, 2);
+}
+
+static void dispatch(gs_repl_engine *e, gs_inbound *m)
+{
+    if (m->peer_event == 2) {
+        gs_repl_sync_retry(e);
+        return;
+    }
+    if (m->peer_event) {
+        peer_event(e, m->from, (int)m->call_id);
+        return;
+    }
+    switch (m->type) {
+    case GS_REPL_MSG_REPLICATION: {
+        gs_repl_message msg;
+        gs_error err;
+        gs_error_init(&err);
+        if (gs_repl_message_decode(m->bytes, m->len, &msg, &err) != GS_OK) {
+            reject(e, m->from, "BATCH_VALIDATION_ERROR", "an undecodable message: %s", err.message);
+            return;
+        }
+        if (msg.kind == GS_RMSG_BATCH)
+            receive_batch(e, m->from, &msg.batch);
+        else if (msg.kind == GS_RMSG_ACK)
+            receive_ack(e, m->from, &msg.ack);
+        gs_repl_message_free(&msg);
+        break;
+    }
+    case GS_REPL_MSG_SYNC: gs_repl_sync_in(e, m->from, m->bytes, m->len); break;
+    case GS_REPL_MSG_FORWARD_REQUEST:
+        gs_repl_forward_request_in(e, m->from, m->call_id, m->bytes, m->len);
+        break;
+    case GS_REPL_MSG_FORWARD_RESPONSE:
+        gs_repl_forward_response_in(e, m->from, m->call_id, m->bytes, m->len);
+        break;
+    default:
+        gs_log(GS_LOG_WARN, "repl", "database '%s': message of unknown type %d from %s dropped",
+               gs_db_id(e->db), (int)m->type, m->from);
+    }
+}
+
+static void *inbound_main(void *arg)
+{
+    gs_repl_engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        while (!e->in_head && !e->stop)
+            pthread_cond_wait(&e->in_cond, &e->mu);
+        if (e->stop)
+            break;
+        gs_inbound *m = e->in_head;
+        e->in_head = m->next;
+        if (!e->in_head)
+            e->in_tail = NULL;
+        e->in_bytes -= m->len;
+        pthread_mutex_unlock(&e->mu);
+        dispatch(e, m);
+        gs_free(m->from);
+        gs_free(m);
+        pthread_mutex_lock(&e->mu);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+/* ---- timer thread: the sender loop and every deadline ---- */
+
+/* Send batches to one replica until its window is full or the log is drained. Returns 1
+ * when it stopped because more remains and the window has room (call again). */
+static int send_to_peer(gs_repl_engine *e, size_t idx)
+{
+    pthread_mutex_lock(&e->mu);
+    gs_peer *p = &e->peers[idx];
+    if (e->stop || !p->connected || !p->positioned || p->is_primary ||
+        p->ninflight >= e->o.max_pending_batches || p->ninflight >= GS_REPL_MAX_INFLIGHT) {
+        pthread_mutex_unlock(&e->mu);
+        return 0;
+    }
+    int64_t after = p->last_sent_seq;
+    char peer_id[128];
+    snprintf(peer_id, sizeof peer_id, "%s", p->id);
+    pthread_mutex_unlock(&e->mu);
+
+    gs_repl_batch b;
+    memset(&b, 0, sizeof b);
+    int empty = 1;
+    gs_error err;
+    gs_error_init(&err);
+    if (gs_repl_read_batch(e->log_conn, e->node_id, after, (size_t)e->o.batch_size, &b, &empty,
+                           &err) != GS_OK) {
+        gs_repl_note_error(e, &err, "reading the change log", NULL);
+        return 0;
+    }
+    if (empty) {
+        gs_repl_batch_free(&b);
+        return 0;
+    }
+    gs_repl_message m;
+    memset(&m, 0, sizeof m);
+    m.kind = GS_RMSG_BATCH;
+    m.batch = b;
+    gs_status st = gs_repl_send_message(e, peer_id, &m, &err);
+    int more = 0;
+    pthread_mutex_lock(&e->mu);
+    if (st == GS_OK) {
+        e->counters.batches_sent++;
+        /* Register unless the position moved under us (a position ack rewound it). */
+        if (p->last_sent_seq == after && p->connected && p->ninflight < GS_REPL_MAX_INFLIGHT) {
+            gs_inflight *f = &p->inflight[p->ninflight++];
+            f->from_seq = b.from_seq;
+            f->to_seq = b.to_seq;
+            f->sent_ms = gs_repl_now_ms();
+            p->last_sent_seq = b.to_seq;
+            more = (int64_t)b.nchanges >= e->o.batch_size;
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (st != GS_OK)
+        gs_log(GS_LOG_DEBUG, "repl", "database '%s': batch to %s not sent: %s", gs_db_id(e->db),
+               peer_id, err.message);
+    gs_repl_batch_free(&b);
+    return more;
+}
+
+/* Expire in-flight batches past ack_timeout_ms: rewind to the earliest lost batch. */
+static int64_t expire_inflight(gs_repl_engine *e, int64_t now)
+{
+    int64_t next = 0;
+    pthread_mutex_lock(&e->mu);
+    for (size_t i = 0; i < e->npeers; i++) {
+        gs_peer *p = &e->peers[i];
+        int expired = 0;
+        int64_t earliest = INT64_MAX;
+        for (int k = 0; k < p->ninflight; k++) {
+            if (now - p->inflight[k].sent_ms >= e->o.ack_timeout_ms)
+                expired = 1;
+            if (p->inflight[k].from_seq < earliest)
+                earliest = p->inflight[k].from_seq;
+            int64_t due = p->inflight[k].sent_ms + e->o.ack_timeout_ms;
+            if (!next || due < next)
+                next = due;
+        }
+        if (expired) {
+            p->last_sent_seq = earliest - 1 > p->last_acked_seq ? earliest - 1 : p->last_acked_seq;
+            p->ninflight = 0;
+            e->counters.retransmits++;
+            gs_log(GS_LOG_INFO, "repl",
+                   "database '%s': no ack from %s within ackTimeoutMs; retransmitting from "
+                   "seq %lld",
+                   gs_db_id(e->db), p->id, (long long)p->last_sent_seq + 1);
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    return next;
+}
+
+typedef struct peer_save {
+    char id[128];
+    int64_t acked;
+    char hlc[256];
+} peer_save;
+
+typedef struct save_call {
+    peer_save *v;
+    size_t n;
+} save_call;
+
+static gs_status save_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
+{
+    (void)out;
+    save_call *sc = user;
+    for (size_t i = 0; i < sc->n; i++)
+        if (gs_repl_peer_state_save(conn, sc->v[i].id, sc->v[i].acked, sc->v[i].hlc, err) != GS_OK)
+            return GS_ERROR;
+    return GS_OK;
+}
+
+static void save_peer_states(gs_repl_engine *e, int64_t *saved_acked)
+{
+    peer_save v[64];
+    size_t n = 0;
+    pthread_mutex_lock(&e->mu);
+    for (size_t i = 0; i < e->npeers && n < 64; i++) {
+        gs_peer *p = &e->peers[i];
+        int64_t mark = p->is_primary ? e->applied_seq : p->last_acked_seq;
+        if (mark == saved_acked[i])
+            continue;
+        saved_acked[i] = mark;
+        snprintf(v[n].id, sizeof v[n].id, "%s", p->id);
+        v[n].acked = mark;
+        snprintf(v[n].hlc, sizeof v[n].hlc, "%s", p->last_received_hlc);
+        n++;
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (!n)
+        return;
+    save_call sc = {v, n};
+    gs_error err;
+    gs_error_init(&err);
+    if (gs_repl_on_writer(e, save_fn, &sc, &err) != GS_OK)
+        gs_log(GS_LOG_DEBUG, "repl", "database '%s': saving peer state: %s", gs_db_id(e->db),
+               err.message);
+}
+
+static void check_lag(gs_repl_engine *e, int64_t now)
+{
+    if (e->o.flow_max_lag_seconds <= 0 || !e->o.on_lag_exceeded || !e->is_primary)
+        return;
+    int64_t head = gs_db_committed_seq(e->db);
+    char ids[64][128];
+    double lags[64];
+    int n = 0;
+    pthread_mutex_lock(&e->mu);
+    for (size_t i = 0; i < e->npeers && n < 64; i++) {
+        gs_peer *p = &e->peers[i];
+        if (p->is_primary || !p->connected)
+            continue;
+        if (p->last_acked_seq >= head) {
+            p->lag_reported = 0;
+            p->last_ack_ms = now;
+            continue;
+        }
+        int64_t since = p->last_ack_ms ? p->last_ack_ms : p->connected_ms;
+        double lag = (double)(now - since) / 1000.0;
+        if (lag > e->o.flow_max_lag_seconds && !p->lag_reported) {
+            p->lag_reported = 1;
+            snprintf(ids[n], sizeof ids[n], "%s", p->id);
+            lags[n++] = lag;
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    for (int i = 0; i < n; i++)
+        e->o.on_lag_exceeded(e->o.user, ids[i], lags[i]);
+}
+
+static void *timer_main(void *arg)
+{
+    gs_repl_engine *e = arg;
+    int64_t *saved = gs_calloc(e->npeers ? e->npeers : 1, sizeof *saved);
+    for (size_t i = 0; saved && i < e->npeers; i++)
+        saved[i] = -1;
+    int64_t next_save = gs_repl_now_ms() + PEER_STATE_SAVE_MS;
+    for (;;) {
+        int64_t now = gs_repl_now_ms();
+        int64_t next = now + e->o.batch_interval_ms;
+        int64_t d = expire_inflight(e, now);
+        if (d && d < next)
+            next = d;
+        int more = 0;
+        if (e->is_primary)
+            for (size_t i = 0; i < e->npeers; i++)
+                while (send_to_peer(e, i))
+                    more = 1;
+        check_waits(e, now);
+        d = gs_repl_forward_expire(e, now);
+        if (d && d < next)
+            next = d;
+        d = gs_repl_sync_tick(e, now);
+        if (d && d < next)
+            next = d;
+        check_lag(e, now);
+        if (saved && now >= next_save) {
+            save_peer_states(e, saved);
+            next_save = now + PEER_STATE_SAVE_MS;
+        }
+        pthread_mutex_lock(&e->mu);
+        for (gs_concern_wait *w = e->waits; w; w = w->next)
+            if (w->deadline_ms < next)
+                next = w->deadline_ms;
+        if (e->stop) {
+            pthread_mutex_unlock(&e->mu);
+            break;
+        }
+        if (!e->timer_wake && !more) {
+            int64_t wait = next - gs_repl_now_ms();
+            if (wait > 0) {
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                ts.tv_sec += wait / 1000;
+                ts.tv_nsec += (wait % 1000) * 1000000;
+                if (ts.tv_nsec >= 1000000000) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000;
+                }
+                pthread_cond_timedwait(&e->timer_cond, &e->mu, &ts);
+            }
+        }
+        e->timer_wake = 0;
+        int stop = e->stop;
+        pthread_mutex_unlock(&e->mu);
+        if (stop)
+            break;
+    }
+    if (saved)
+        save_peer_states(e, saved);
+    gs_free(saved);
+    return NULL;
+}
+
+/* ---- lifecycle ---- */
+
+typedef struct setup_call {
+    gs_repl_engine *e;
+    int64_t applied;
+} setup_call;
+
+static gs_status setup_steps(setup_call *sc, gs_conn *conn, gs_error *err)
+{
+    gs_repl_engine *e = sc->e;
+    if (gs_repl_tables_ensure(conn, err) != GS_OK ||
+        gs_cdc_capture_all_refresh(e->db->cdc, conn, err) != GS_OK)
+        return GS_ERROR;
+    uint64_t head = 0;
+    if (gs_cdc_max_seq(conn, &head, err) != GS_OK)
+        return GS_ERROR;
+    gs_db_note_committed_seq(e->db, (int64_t)head);
+    for (size_t i = 0; i < e->npeers; i++) {
+        gs_peer *p = &e->peers[i];
+        if (p->is_primary) {
+            int64_t a = 0;
+            if (gs_repl_applied_seq(conn, p->id, &a, err) != GS_OK)
+                return GS_ERROR;
+            if (a == 0 && e->o.resume_from_seq >= 0 && !e->o.initial_sync) {
+                if (gs_repl_apply_record_position(conn, p->id, e->o.resume_from_seq, err) != GS_OK)
+                    return GS_ERROR;
+                a = e->o.resume_from_seq;
+                gs_log(GS_LOG_INFO, "repl",
+                       "database '%s': resuming from seq %lld of %s (resumeFromSeq)",
+                       gs_db_id(e->db), (long long)a, p->id);
+            }
+            if (a > sc->applied)
+                sc->applied = a;
+        } else {
+            int64_t acked = 0;
+            if (gs_repl_peer_state_load(conn, p->id, &acked, err) != GS_OK)
+                return GS_ERROR;
+            p->last_acked_seq = p->last_sent_seq = acked;
+        }
+    }
+    return GS_OK;
+}
+
+/* Writer thread: the replication tables, change capture of every table, the positions. */
+static gs_status setup_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
+{
+    (void)out;
+    if (gs_conn_exec(conn, "BEGIN IMMEDIATE", err) != GS_OK)
+        return GS_ERROR;
+    if (setup_steps(user, conn, err) != GS_OK) {
+        gs_error e2;
+        gs_conn_exec(conn, "ROLLBACK", &e2);
+        return GS_ERROR;
+    }
+    return gs_conn_exec(conn, "COMMIT", err);
+}
+
+static gs_status copy_options(gs_repl_engine *e, const gs_repl_options *o, gs_error *err)
+{
+    e->o = *o;
+    e->node_id = gs_strdup(o->node_id ? o->node_id : "");
+    e->role = gs_strdup(o->role ? o->role : "primary");
+    e->write_concern = gs_strdup(o->write_concern ? o->write_concern : "local");
+    e->peers = gs_calloc(o->npeers ? o->npeers : 1, sizeof *e->peers);
+    e->resolvers = gs_calloc(o->nresolvers ? o->nresolvers : 1, sizeof *e->resolvers);
+    if (!e->node_id || !e->role || !e->write_concern || !e->peers || !e->resolvers)
+        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+    e->o.peers = NULL;
+    e->o.resolvers = NULL;
+    e->o.node_id = e->node_id;
+    e->o.role = e->role;
+    e->o.write_concern = e->write_concern;
+    for (size_t i = 0; i < o->npeers; i++) {
+        e->peers[i].id = gs_strdup(o->peers[i].id);
+        if (!e->peers[i].id)
+            return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+        e->peers[i].is_primary = o->peers[i].role && strcmp(o->peers[i].role, "primary") == 0;
+        e->npeers++;
+    }
+    for (size_t i = 0; i < o->nresolvers; i++) {
+        e->resolvers[i].table = gs_strdup(o->resolvers[i].table);
+        if (!e->resolvers[i].table)
+            return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+        e->resolvers[i].ref = o->resolvers[i].ref;
+        e->nresolvers++;
+    }
+    return GS_OK;
+}
+
+static gs_status check_options(const gs_repl_options *o, gs_error *err)
+{
+    if (!o->node_id || !o->node_id[0])
+        return gs_error_set(err, 0, "INVALID_CONFIG", "replication needs a node id (node.id)");
+    if (!o->role || (strcmp(o->role, "primary") != 0 && strcmp(o->role, "replica") != 0))
+        return gs_error_set(err, 0, "INVALID_CONFIG",
+                            "replication.role must be 'primary' or 'replica'");
+    if (!o->transport || !o->transport_instance)
+        return gs_error_set(err, 0, "INVALID_CONFIG",
+                            "replication needs a repl_transport plugin instance");
+    if (!o->default_resolver.vt)
+        return gs_error_set(err, 0, "INVALID_CONFIG",
+                            "replication needs a default resolver instance");
+    int primaries = 0;
+    for (size_t i = 0; i < o->npeers; i++) {
+        if (!o->peers[i].id || !o->peers[i].id[0] || !o->peers[i].role ||
+            (strcmp(o->peers[i].role, "primary") && strcmp(o->peers[i].role, "replica")))
+            return gs_error_set(err, 0, "INVALID_CONFIG",
+                                "replication.peers[%zu] needs an id and a role of 'primary' or "
+                                "'replica'",
+                                i);
+        if (strcmp(o->peers[i].id, o->node_id) == 0)
+            return gs_error_set(err, 0, "INVALID_CONFIG",
+                                "replication.peers[%zu] is this node itself ('%s')", i, o->node_id);
+        primaries += strcmp(o->peers[i].role, "primary") == 0;
+    }
+    if (strcmp(o->role, "primary") == 0 && primaries)
+        return gs_error_set(err, 0, "INVALID_CONFIG",
+                            "static mode has one primary: this node is the primary, so no peer "
+                            "may be a primary too");
+    if (strcmp(o->role, "replica") == 0 && primaries != 1)
+        return gs_error_set(err, 0, "INVALID_CONFIG",
+                            "a replica in static mode needs exactly one peer with role "
+                            "'primary' (found %d)",
+                            primaries);
+    if (o->batch_size < 1 || o->batch_size > 1000)
+        return gs_error_set(err, 0, "INVALID_CONFIG",
+                            "replication.batch_size must be 1..1000 (a batch holds at most 1000 "
+                            "changes)");
+    if (o->max_pending_batches < 1 || o->max_pending_batches > GS_REPL_MAX_INFLIGHT)
+        return gs_error_set(err, 0, "INVALID_CONFIG",
+                            "replication.max_pending_batches must be 1..%d", GS_REPL_MAX_INFLIGHT);
+    if (o->batch_interval_ms < 1 || o->ack_timeout_ms < 1 || o->max_batch_changes < 1)
+        return gs_error_set(err, 0, "INVALID_CONFIG",
+                            "replication intervals, timeouts and limits must be positive");
+    const char *wc = o->write_concern ? o->write_concern : "local";
+    if (strcmp(wc, "local") && strcmp(wc, "majority") && strcmp(wc, "all"))
+        return gs_error_set(err, 0, "INVALID_CONFIG",
+                            "replication.write_concern must be local, majority or all");
+    return GS_OK;
+}
+
+gs_status gs_repl_engine_start(gs_database *db, const gs_repl_options *o, gs_repl_engine **out,
+                               gs_error *err)
+{
+    *out = NULL;
+    if (check_options(o, err) != GS_OK)
+        return GS_ERROR;
+    if (!db->cdc)
+        return gs_error_set(err, 0, "INVALID_CONFIG",
+                            "database '%s' cannot replicate: replication needs a writable file "
+                            "database (not :memory:, not read-only)",
+                            gs_db_id(db));
+    gs_repl_engine *e = gs_calloc(1, sizeof *e);
+    if (!e)
+        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+    e->db = db;
+    gs_error_init(&e->last_error);
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&e->timer_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&e->in_cond, NULL);
+    e->next_call_id = 1;
+    snprintf(e->phase, sizeof e->phase, "ready");
+    if (copy_options(e, o, err) != GS_OK) {
+        gs_repl_engine_free(e);
+        return GS_ERROR;
+    }
+    e->is_primary = strcmp(e->role, "primary") == 0;
+
+    gs_conn_options co;
+    memset(&co, 0, sizeof co);
+    co.path = gs_db_path(db);
+    co.role = GS_CONN_READER;
+    co.busy_timeout_ms = 5000;
+    co.stmt_cache_size = 16;
+    co.wal_autocheckpoint = -1;
+    setup_call sc = {e, 0};
+    if (gs_conn_open(&co, &e->log_conn, err) != GS_OK ||
+        gs_repl_on_writer(e, setup_fn, &sc, err) != GS_OK || gs_repl_sync_load(e, err) != GS_OK) {
+        gs_error_prefix(err, "replication of database '%s'", gs_db_id(db));
+        gs_repl_engine_free(e);
+        return GS_ERROR;
+    }
+    e->applied_seq = sc.applied;
+
+    e->events.struct_size = sizeof e->events;
+    e->events.user = e;
+    e->events.on_message = on_message;
+    e->events.on_peer = on_peer;
+    if (pthread_create(&e->in_thread, NULL, inbound_main, e) != 0) {
+        gs_repl_engine_free(e);
+        return gs_error_set(err, 0, "REPLICATION_ERROR", "cannot start the inbound thread");
+    }
+    if (pthread_create(&e->timer_thread, NULL, timer_main, e) != 0) {
+        pthread_mutex_lock(&e->mu);
+        e->stop = 1;
+        pthread_cond_broadcast(&e->in_cond);
+        pthread_mutex_unlock(&e->mu);
+        pthread_join(e->in_thread, NULL);
+        gs_repl_engine_free(e);
+        return gs_error_set(err, 0, "REPLICATION_ERROR", "cannot start the sender thread");
+    }
+    e->threads_started = 1;
+    gs_db_set_commit_hook(db, on_commit, e);
+    gs_db_set_repl(db, e);
+    gs_error_init(err);
+    if (o->transport->start(o->transport_instance, &e->events, err) != GS_OK) {
+        gs_error_prefix(err, "replication transport");
+        gs_repl_engine_stop(e);
+        gs_repl_engine_free(e);
+        return GS_ERROR;
+    }
+    e->transport_started = 1;
+    gs_log(GS_LOG_INFO, "repl",
+           "database '%s': replication started as %s (node %s, %zu peers, sync phase %s)",
+           gs_db_id(db), e->role, e->node_id, e->npeers, e->phase);
+    *out = e;
+    return GS_OK;
+}
+
+void gs_repl_engine_stop(gs_repl_engine *e)
+{
+    if (!e || atomic_exchange(&e->detached, 1))
+        return;
+    gs_db_set_repl(e->db, NULL);
+    gs_db_set_commit_hook(e->db, NULL, NULL);
+    if (e->transport_started)
+        e->o.transport->stop(e->o.transport_instance);
+    e->transport_started = 0;
+    gs_repl_sync_stop(e);
+    pthread_mutex_lock(&e->mu);
+    e->stop = 1;
+    pthread_cond_broadcast(&e->in_cond);
+    pthread_cond_broadcast(&e->timer_cond);
+    gs_concern_wait *w = e->waits;
+    e->waits = NULL;
+    pthread_mutex_unlock(&e->mu);
+    if (e->threads_started) {
+        pthread_join(e->in_thread, NULL);
+        pthread_join(e->timer_thread, NULL);
+        e->threads_started = 0;
+    }
+    while (w) {
+        gs_concern_wait *n = w->next;
+        gs_error err;
+        gs_error_init(&err);
+        gs_error_set(&err, 0, "SHUTDOWN",
+                     "the node stopped before the write concern was met (the write is "
+                     "committed locally)");
+        w->done(w->user, GS_ERROR, &err);
+        gs_free(w);
+        w = n;
+    }
+    gs_repl_forward_fail_all(e, "SHUTDOWN", "the node stopped before the primary answered");
+}
+
+void gs_repl_engine_free(gs_repl_engine *e)
+{
+    if (!e)
+        return;
+    gs_repl_engine_stop(e);
+    while (e->in_head) {
+        gs_inbound *m = e->in_head;
+        e->in_head = m->next;
+        gs_free(m->from);
+        gs_free(m);
+    }
+    gs_conn_close(e->log_conn);
+    for (size_t i = 0; i < e->npeers; i++)
+        gs_free(e->peers[i].id);
+    for (size_t i = 0; i < e->nresolvers; i++)
+        gs_free((char *)e->resolvers[i].table);
+    gs_free(e->peers);
+    gs_free(e->resolvers);
+    gs_free(e->sources);
+    gs_free(e->node_id);
+    gs_free(e->role);
+    gs_free(e->write_concern);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->timer_cond);
+    pthread_cond_destroy(&e->in_cond);
+    gs_free(e);
+}
+
+/* ---- routing and status ---- */
+
+gs_status gs_repl_route_write(gs_repl_engine *e, gs_db_job_kind kind, size_t statements,
+                              gs_repl_write_route *route, gs_error *err)
+{
+    *route = GS_REPL_WRITE_LOCAL;
+    if (e->is_primary)
+        return GS_OK;
+    int forwardable = kind == GS_DB_BATCH || (kind == GS_DB_EXECUTE && statements == 1);
+    if (!e->o.write_forwarding)
+        return gs_error_set(err, 0, "TOPOLOGY_ERROR",
+                            "this node is a replica and does not accept writes; send writes to "
+                            "the primary (or enable replication.write_forwarding)");
+    if (!forwardable)
+        return gs_error_set(err, 0, "TOPOLOGY_ERROR",
+                            "this node is a replica: transactions and loads are never forwarded; "
+                            "send them to the primary");
+    *route = GS_REPL_WRITE_FORWARD;
+    return GS_OK;
+}
+
+const char *gs_repl_health_state(gs_repl_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    const char *s = strcmp(e->phase, "ready") == 0     ? "healthy"
+                    : strcmp(e->phase, "pending") == 0 ? "unavailable"
+                                                       : "syncing";
+    pthread_mutex_unlock(&e->mu);
+    return s;
+}
+
+void gs_repl_status_json(gs_repl_engine *e, gs_buf *b)
+{
+    int64_t local = gs_db_committed_seq(e->db);
+    pthread_mutex_lock(&e->mu);
+    int connected = 0;
+    for (size_t i = 0; i < e->npeers; i++)
+        connected += e->peers[i].connected;
+    int ready = strcmp(e->phase, "ready") == 0;
+    const char *reason = ready ? "in-sync" : "sync-pending";
+    gs_buf_puts(b, "{\"role\":");
+    gs_buf_json_string(b, e->role, strlen(e->role));
+    gs_buf_printf(b, ",\"writeForwarding\":%s,\"peers\":%d,\"localSeq\":\"%lld\"",
+                  e->o.write_forwarding ? "true" : "false", connected, (long long)local);
+    gs_buf_puts(b, ",\"syncState\":");
+    gs_buf_json_string(b, e->phase, strlen(e->phase));
+    gs_buf_printf(b, ",\"healthReason\":\"%s\"", reason);
+    gs_buf_printf(b, ",\"readAvailability\":\"%s\",\"writeAvailability\":\"%s\"}",
+                  ready ? "available" : "unavailable",
+                  ready && e->is_primary ? "available" : "unavailable");
+    pthread_mutex_unlock(&e->mu);
+}
+
+size_t gs_repl_peers(gs_repl_engine *e, gs_repl_peer_info *out, size_t max)
+{
+    pthread_mutex_lock(&e->mu);
+    for (size_t i = 0; i < e->npeers && i < max; i++) {
+        snprintf(out[i].id, sizeof out[i].id, "%s", e->peers[i].id);
+        out[i].connected = e->peers[i].connected;
+        out[i].last_acked_seq = e->peers[i].last_acked_seq;
+        out[i].last_sent_seq = e->peers[i].last_sent_seq;
+        out[i].pending_batches = e->peers[i].ninflight;
+    }
+    size_t n = e->npeers;
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
+void gs_repl_get_counters(gs_repl_engine *e, gs_repl_counters *out)
+{
+    pthread_mutex_lock(&e->mu);
+    *out = e->counters;
+    pthread_mutex_unlock(&e->mu);
+}
+
+const char *gs_repl_sync_phase(gs_repl_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    const char *p = strcmp(e->phase, "ready") == 0     ? "ready"
+                    : strcmp(e->phase, "pending") == 0 ? "pending"
+                    : strcmp(e->phase, "syncing") == 0 ? "syncing"
+                                                       : "catching-up";
+    pthread_mutex_unlock(&e->mu);
+    return p;
+}
+
+int64_t gs_repl_position(gs_repl_engine *e)
+{
+    if (e->is_primary)
+        return gs_db_committed_seq(e->db);
+    pthread_mutex_lock(&e->mu);
+    int64_t a = e->applied_seq;
+    pthread_mutex_unlock(&e->mu);
+    return a;
+}
+
+void gs_repl_last_error(gs_repl_engine *e, gs_error *out)
+{
+    pthread_mutex_lock(&e->mu);
+    gs_error_copy(out, &e->last_error);
+    pthread_mutex_unlock(&e->mu);
+}

@@ -1,0 +1,166 @@
+/*
+ * The inside of the replication engine, shared by engine.c (lifecycle, inbound dispatch,
+ * sender loop, acks, write concern, status), forward.c (write forwarding, both sides) and
+ * sync.c (first sync, both sides).
+ *
+ * Locks: `mu` guards everything below it in the struct. It is never held while SQL runs,
+ * while the transport is called, or while a completion callback runs.
+ *
+ * Threads: the inbound thread serves the message queue; the timer thread runs the sender
+ * loop and every deadline; sync work for a joiner runs on a thread of its own per sync.
+ */
+#ifndef GS_REPL_ENGINE_INTERNAL_H
+#define GS_REPL_ENGINE_INTERNAL_H
+
+#include "base/buf.h"
+#include "base/error.h"
+#include "db/database_internal.h"
+#include "repl/engine.h"
+#include "repl/msg.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define GS_REPL_MAX_INFLIGHT 64
+
+typedef struct gs_inflight {
+    int64_t from_seq, to_seq; /**< the batch covers (from_seq - 1, to_seq] */
+    int64_t sent_ms;
+} gs_inflight;
+
+typedef struct gs_peer {
+    char *id;
+    int is_primary; /**< the peer's configured role */
+    int connected;
+    int64_t connected_ms;
+    /* sender side (this node replicates to the peer) */
+    int64_t last_acked_seq;
+    int64_t last_sent_seq;
+    int positioned; /**< the peer reported its applied position since connecting */
+    gs_inflight inflight[GS_REPL_MAX_INFLIGHT];
+    int ninflight;
+    int64_t last_ack_ms;
+    int lag_reported;
+    /* receiver side */
+    char last_received_hlc[256];
+} gs_peer;
+
+/** A write waiting for its concern. */
+typedef struct gs_concern_wait {
+    struct gs_concern_wait *next;
+    int64_t target_seq;
+    int all; /**< 1: every connected peer; 0: majority */
+    int64_t deadline_ms;
+    void (*done)(void *user, gs_status st, const gs_error *err);
+    void *user;
+} gs_concern_wait;
+
+/** A forwarded write waiting for the primary's answer (replica side). */
+typedef struct gs_fwd_wait {
+    struct gs_fwd_wait *next;
+    uint64_t call_id;
+    int64_t deadline_ms;
+    int batch; /**< 1: answer as an array of results; 0: one {changes,lastInsertRowId} */
+    char *primary;
+    void (*done)(void *user, const gs_db_reply *reply);
+    void *user;
+} gs_fwd_wait;
+
+/** One message from the transport, copied. */
+typedef struct gs_inbound {
+    struct gs_inbound *next;
+    char *from;
+    gs_repl_msg_type type;
+    uint64_t call_id;
+    size_t len;
+    int peer_event; /**< 1: a peer connected / left (connected in call_id) */
+    uint8_t bytes[];
+} gs_inbound;
+
+struct gs_sync_joiner;
+struct gs_sync_source;
+
+struct gs_repl_engine {
+    gs_database *db;
+    gs_repl_options o; /* strings copied below */
+    char *node_id;
+    char *role;
+    int is_primary;
+    char *write_concern;
+    gs_repl_table_resolver *resolvers;
+    size_t nresolvers;
+    gs_repl_events events;
+    gs_conn *log_conn; /* timer thread: reads outgoing batches */
+
+    pthread_mutex_t mu;
+    pthread_cond_t timer_cond; /* CLOCK_MONOTONIC */
+    pthread_cond_t in_cond;
+    int stop;
+    int timer_wake;
+    gs_peer *peers;
+    size_t npeers;
+    gs_concern_wait *waits;
+    gs_fwd_wait *fwds;
+    uint64_t next_call_id;
+    gs_inbound *in_head, *in_tail;
+    size_t in_bytes;
+    gs_repl_counters counters;
+    gs_error last_error;
+    /* sync phase: "pending" | "syncing" | "catching-up" | "ready" */
+    char phase[16];
+    int64_t applied_seq; /* replica: the high-water mark applied from the primary */
+    int64_t catch_up_started_ms;
+    int64_t last_batch_ms;           /* replica: when the last batch from the primary arrived */
+    struct gs_sync_joiner *joiner;   /* replica: the sync in progress, or NULL */
+    struct gs_sync_source **sources; /* primary: syncs being served */
+    size_t nsources;
+    int transport_started;
+
+    pthread_t timer_thread, in_thread;
+    int threads_started;
+    atomic_int detached;
+};
+
+/* engine.c */
+int64_t gs_repl_now_ms(void);
+gs_peer *gs_repl_peer_find(gs_repl_engine *e, const char *id); /* under mu */
+/** Encode and send a ReplicationMessage; TRANSPORT_ERROR logged and returned. */
+gs_status gs_repl_send_message(gs_repl_engine *e, const char *to, const gs_repl_message *m,
+                               gs_error *err);
+/** Record an error for status and log it. */
+void gs_repl_note_error(gs_repl_engine *e, const gs_error *err, const char *what, const char *peer);
+void gs_repl_set_phase(gs_repl_engine *e, const char *phase); /* takes mu */
+/** The resolver for a table (apply.h lookup). */
+gs_repl_resolver_ref gs_repl_resolver_for(void *engine, const char *table);
+/** Run fn on the writer and wait (internal statements). */
+gs_status gs_repl_on_writer(gs_repl_engine *e, gs_db_writer_fn fn, void *user, gs_error *err);
+
+/* forward.c */
+void gs_repl_forward_request_in(gs_repl_engine *e, const char *from, uint64_t call_id,
+                                const uint8_t *bytes, size_t len);
+void gs_repl_forward_response_in(gs_repl_engine *e, const char *from, uint64_t call_id,
+                                 const uint8_t *bytes, size_t len);
+/** Fail forwards past their deadline (timer thread); returns the nearest deadline or 0. */
+int64_t gs_repl_forward_expire(gs_repl_engine *e, int64_t now);
+/** Fail every waiting forward (stop) with code. */
+void gs_repl_forward_fail_all(gs_repl_engine *e, const char *code, const char *msg);
+
+/* sync.c */
+/** A SyncMessage arrived (inbound thread). */
+void gs_repl_sync_in(gs_repl_engine *e, const char *from, const uint8_t *bytes, size_t len);
+/** Replica: the primary connected; start or resume the first sync when one is needed. */
+void gs_repl_sync_maybe_start(gs_repl_engine *e, const char *primary);
+/** Timer thread: deadlines of syncs in progress; returns the nearest deadline or 0. */
+int64_t gs_repl_sync_tick(gs_repl_engine *e, int64_t now);
+/** Replica: catching-up -> ready once the lag allows (timer and inbound threads). */
+void gs_repl_sync_check_ready(gs_repl_engine *e, int64_t primary_seq);
+/** Load the persisted sync phase at start. */
+gs_status gs_repl_sync_load(gs_repl_engine *e, gs_error *err);
+/** Inbound thread: ask the source again (a refused or silent request). */
+void gs_repl_sync_retry(gs_repl_engine *e);
+/** Queue gs_repl_sync_retry for the inbound thread (engine.c). */
+void gs_repl_post_sync_retry(gs_repl_engine *e);
+/** Stop every sync (engine stop). */
+void gs_repl_sync_stop(gs_repl_engine *e);
+
+#endif

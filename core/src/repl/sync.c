@@ -1,0 +1,1486 @@
+/*
+ * First sync (spec 03 "First Sync"): a replica that has never synced asks the primary for a
+ * snapshot and reaches ready through pending -> syncing -> catching-up -> ready.
+ *
+ * Source (primary): one thread per request (at most max_concurrent_syncs), holding one read
+ * transaction on a connection of its own, so the schema, every table and snapshotSeq come
+ * from the same moment. It sends the schema batch ('__schema__', batch 0, the CREATE TABLE and
+ * CREATE INDEX statements, totalTables), then each table's rows in batches of
+ * sync_batch_size (an empty table sends one empty batch), waiting for each SyncAck; the
+ * max_sync_duration_ms deadline restarts on every acknowledged batch. It ends with a
+ * SyncComplete carrying, per table, rowCount and the batchDigest chain (or pkHash for a
+ * joiner without stream verification).
+ *
+ * Joiner (replica): runs on the inbound thread. The schema batch creates what is missing;
+ * the first batch of a table clears it (its capture triggers are dropped while it fills, so a
+ * snapshot does not flood the change log, and reinstalled when the sync completes); every
+ * batch is checked (request id, order, checksum) and written in one transaction with its
+ * progress in _sirannon_sync_state, so a restarted sync resumes from completed tables. On
+ * SyncComplete the manifests are verified; a mismatch wipes the synced tables and starts
+ * again. Verified: the applied position for the source becomes snapshotSeq, the phase
+ * becomes catching-up, and the position is reported so the primary streams the rest.
+ * catching-up becomes ready when a batch from the primary holds fewer than
+ * max_sync_lag_before_ready changes (the primary's backlog fell below it), when the primary
+ * has had nothing to send for a few batch intervals, or at catch_up_deadline_ms.
+ *
+ * The phase is kept in _sirannon_meta under repl_sync_phase.
+ */
+#include "engine_internal.h"
+
+#include "base/alloc.h"
+#include "base/log.h"
+#include "db/cdc_internal.h"
+#include "repl/apply.h"
+#include "repl/checksum.h"
+#include "repl/codec.h"
+#include "repl/ddl.h"
+#include "repl/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#define SCHEMA_TABLE "__schema__"
+#define META_PHASE "repl_sync_phase"
+/* A joiner that hears nothing from its source for this long asks again (resuming). */
+#define JOINER_RETRY_MS 1000
+
+typedef struct joined_table {
+    char *table;
+    char digest[65];
+    int64_t rows;
+    int32_t batches;
+    int complete;
+} joined_table;
+
+struct gs_sync_joiner {
+    char request_id[40];
+    char source[128];
+    int64_t last_msg_ms;
+    int64_t retry_at_ms; /* > 0: send a new request then */
+    int got_schema;
+    int32_t total_tables;
+    char table[256];    /* the table being received */
+    int32_t next_index; /* the batch index expected next */
+    joined_table *tables;
+    size_t ntables, cap;
+};
+
+struct gs_sync_source {
+    gs_repl_engine *e;
+    char *joiner;
+    char *request_id;
+    int verify; /* supportsStreamVerification */
+    char **completed;
+    size_t ncompleted;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* CLOCK_MONOTONIC */
+    int stop;
+    int finished;
+    /* the acknowledgement being waited for */
+    int have_ack;
+    char ack_table[256];
+    int32_t ack_index;
+    int ack_success;
+    char ack_error[256];
+};
+
+/* ---- helpers ---- */
+
+static void random_id(char out[40])
+{
+    uint8_t b[16];
+    size_t got = 0;
+    while (got < sizeof b) {
+        ssize_t n = getrandom(b + got, sizeof b - got, 0);
+        if (n <= 0) {
+            for (size_t i = got; i < sizeof b; i++)
+                b[i] = (uint8_t)(rand() & 0xff);
+            break;
+        }
+        got += (size_t)n;
+    }
+    for (size_t i = 0; i < sizeof b; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+static gs_status exec(gs_conn *conn, const char *sql, gs_error *err)
+{
+    return gs_conn_exec(conn, sql, err);
+}
+
+static gs_status set_meta(gs_conn *conn, const char *key, const char *value, gs_error *err)
+{
+    sqlite3 *db = gs_conn_db(conn);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO _sirannon_meta (key, value) VALUES (?, ?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return gs_error_set(err, 0, "SYNC_ERROR", "cannot write %s: %s", key, sqlite3_errmsg(db));
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return gs_error_set(err, 0, "SYNC_ERROR", "cannot write %s: %s", key, sqlite3_errmsg(db));
+    return GS_OK;
+}
+
+static void quote_ident(gs_buf *b, const char *name)
+{
+    gs_buf_putc(b, '"');
+    for (const char *p = name; *p; p++) {
+        if (*p == '"')
+            gs_buf_putc(b, '"');
+        gs_buf_putc(b, *p);
+    }
+    gs_buf_putc(b, '"');
+}
+
+static int bind_rval(sqlite3_stmt *st, int i, const gs_rval *v)
+{
+    switch (v->type) {
+    case GS_RVAL_INT:
+    case GS_RVAL_BOOL: return sqlite3_bind_int64(st, i, v->i);
+    case GS_RVAL_DOUBLE: return sqlite3_bind_double(st, i, v->d);
+    case GS_RVAL_TEXT:
+        return sqlite3_bind_text(st, i, (const char *)v->p, (int)v->len, SQLITE_STATIC);
+    case GS_RVAL_BLOB: return sqlite3_bind_blob(st, i, v->p, (int)v->len, SQLITE_STATIC);
+    default: return sqlite3_bind_null(st, i);
+    }
+}
+
+static gs_status column_rval(sqlite3_stmt *st, int c, gs_rval *out, gs_error *err)
+{
+    gs_value v;
+    memset(&v, 0, sizeof v);
+    switch (sqlite3_column_type(st, c)) {
+    case SQLITE_INTEGER:
+        v.type = GS_VALUE_INT;
+        v.u.i = sqlite3_column_int64(st, c);
+        break;
+    case SQLITE_FLOAT:
+        v.type = GS_VALUE_DOUBLE;
+        v.u.d = sqlite3_column_double(st, c);
+        break;
+    case SQLITE_TEXT:
+        v.type = GS_VALUE_TEXT;
+        v.u.text.ptr = (const char *)sqlite3_column_text(st, c);
+        v.u.text.len = (size_t)sqlite3_column_bytes(st, c);
+        break;
+    case SQLITE_BLOB:
+        v.type = GS_VALUE_BLOB;
+        v.u.blob.ptr = sqlite3_column_blob(st, c);
+        v.u.blob.len = (size_t)sqlite3_column_bytes(st, c);
+        break;
+    default: v.type = GS_VALUE_NULL; break;
+    }
+    return gs_rval_from_value(out, &v, err);
+}
+
+static int send_sync(gs_repl_engine *e, const char *to, const gs_sync_message *m, gs_error *err)
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    if (gs_sync_message_encode(m, &bytes, &len, err) != GS_OK)
+        return GS_ERROR;
+    gs_error_init(err);
+    gs_status st =
+        e->o.transport->send(e->o.transport_instance, to, GS_REPL_MSG_SYNC, 0, bytes, len, err);
+    gs_free(bytes);
+    if (st != GS_OK && !err->code[0])
+        gs_error_set(err, 0, "TRANSPORT_ERROR", "the transport refused a sync message for %s", to);
+    return st;
+}
+
+static void send_sync_ack(gs_repl_engine *e, const char *to, const char *request_id,
+                          const char *table, int32_t index, int success, const char *error)
+{
+    gs_sync_message m;
+    memset(&m, 0, sizeof m);
+    m.kind = GS_SMSG_ACK;
+    m.ack.request_id = (char *)request_id;
+    m.ack.joiner_node_id = e->node_id;
+    m.ack.table = (char *)table;
+    m.ack.batch_index = index;
+    m.ack.success = success;
+    m.ack.error = (char *)error;
+    gs_error err;
+    gs_error_init(&err);
+    if (send_sync(e, to, &m, &err) != GS_OK)
+        gs_log(GS_LOG_DEBUG, "repl", "database '%s': sync ack to %s not sent: %s", gs_db_id(e->db),
+               to, err.message);
+}
+
+/* ---- phase persistence ---- */
+
+gs_status gs_repl_sync_load(gs_repl_engine *e, gs_error *err)
+{
+    if (e->is_primary || !e->o.initial_sync) {
+        snprintf(e->phase, sizeof e->phase, "ready");
+        return GS_OK;
+    }
+    sqlite3 *db = gs_conn_db(e->log_conn);
+    sqlite3_stmt *st = NULL;
+    char phase[16] = "";
+    if (sqlite3_prepare_v2(db, "SELECT value FROM _sirannon_meta WHERE key = '" META_PHASE "'", -1,
+                           &st, NULL) != SQLITE_OK)
+        return gs_error_set(err, 0, "SYNC_ERROR", "reading the sync phase: %s", sqlite3_errmsg(db));
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+        snprintf(phase, sizeof phase, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    /* A sync cut short resumes (from its completed tables) once the primary connects. */
+    if (strcmp(phase, "ready") == 0 || strcmp(phase, "catching-up") == 0)
+        snprintf(e->phase, sizeof e->phase, "%s", phase);
+    else
+        snprintf(e->phase, sizeof e->phase, "pending");
+    if (strcmp(e->phase, "catching-up") == 0)
+        e->catch_up_started_ms = gs_repl_now_ms();
+    return GS_OK;
+}
+
+typedef struct phase_call {
+    const char *phase;
+} phase_call;
+
+static gs_status phase_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
+{
+    (void)out;
+    return set_meta(conn, META_PHASE, ((phase_call *)user)->phase, err);
+}
+
+static void persist_phase(gs_repl_engine *e, const char *phase)
+{
+    gs_repl_set_phase(e, phase);
+    phase_call pc = {phase};
+    gs_error err;
+    gs_error_init(&err);
+    if (gs_repl_on_writer(e, phase_fn, &pc, &err) != GS_OK)
+        gs_repl_note_error(e, &err, "persisting the sync phase", NULL);
+}
+
+/* ---- joiner ---- */
+
+static void joiner_free(struct gs_sync_joiner *j)
+{
+    if (!j)
+        return;
+    for (size_t i = 0; i < j->ntables; i++)
+        gs_free(j->tables[i].table);
+    gs_free(j->tables);
+    gs_free(j);
+}
+
+typedef struct completed_call {
+    const char *source;
+    char **names;
+    size_t n;
+} completed_call;
+
+static gs_status completed_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
+{
+    (void)out;
+    completed_call *cc = user;
+    sqlite3 *db = gs_conn_db(conn);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT table_name FROM _sirannon_sync_state WHERE status = "
+                           "'completed' AND source_peer_id = ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return gs_error_set(err, 0, "SYNC_ERROR", "reading sync progress: %s", sqlite3_errmsg(db));
+    sqlite3_bind_text(st, 1, cc->source, -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        char **nn = gs_realloc(cc->names, (cc->n + 1) * sizeof *nn);
+        if (!nn)
+            break;
+        cc->names = nn;
+        if ((cc->names[cc->n] = gs_strdup((const char *)sqlite3_column_text(st, 0))))
+            cc->n++;
+    }
+    sqlite3_finalize(st);
+    return GS_OK;
+}
+
+/* Send a SyncRequest listing the tables a cut-short sync already finished. */
+static void joiner_request(gs_repl_engine *e, struct gs_sync_joiner *j)
+{
+    completed_call cc = {j->source, NULL, 0};
+    gs_error err;
+    gs_error_init(&err);
+    if (gs_repl_on_writer(e, completed_fn, &cc, &err) != GS_OK)
+        gs_repl_note_error(e, &err, "reading sync progress", j->source);
+    random_id(j->request_id);
+    j->got_schema = 0;
+    j->table[0] = '\0';
+    j->next_index = 0;
+    pthread_mutex_lock(&e->mu);
+    j->last_msg_ms = gs_repl_now_ms();
+    j->retry_at_ms = 0;
+    pthread_mutex_unlock(&e->mu);
+    gs_sync_message m;
+    memset(&m, 0, sizeof m);
+    m.kind = GS_SMSG_REQUEST;
+    m.request.request_id = j->request_id;
+    m.request.joiner_node_id = e->node_id;
+    m.request.completed_tables = cc.names;
+    m.request.ncompleted = cc.n;
+    m.request.supports_stream_verification = 1;
+    if (send_sync(e, j->source, &m, &err) != GS_OK) {
+        gs_repl_note_error(e, &err, "sending the sync request", j->source);
+        pthread_mutex_lock(&e->mu);
+        j->retry_at_ms = gs_repl_now_ms() + JOINER_RETRY_MS;
+        pthread_mutex_unlock(&e->mu);
+    } else {
+        gs_log(GS_LOG_INFO, "repl",
+               "database '%s': first sync requested from %s (%zu tables already complete)",
+               gs_db_id(e->db), j->source, cc.n);
+    }
+    for (size_t i = 0; i < cc.n; i++)
+        gs_free(cc.names[i]);
+    gs_free(cc.names);
+}
+
+void gs_repl_sync_maybe_start(gs_repl_engine *e, const char *primary)
+{
+    pthread_mutex_lock(&e->mu);
+    int need = strcmp(e->phase, "pending") == 0 || strcmp(e->phase, "syncing") == 0;
+    int running = e->joiner != NULL;
+    pthread_mutex_unlock(&e->mu);
+    if (!need)
+        return;
+    struct gs_sync_joiner *j = NULL;
+    if (running) {
+        j = e->joiner;
+    } else {
+        j = gs_calloc(1, sizeof *j);
+        if (!j) {
+            gs_log(GS_LOG_ERROR, "repl", "out of memory starting a sync");
+            return;
+        }
+        snprintf(j->source, sizeof j->source, "%s", primary);
+        j->last_msg_ms = gs_repl_now_ms();
+        pthread_mutex_lock(&e->mu);
+        e->joiner = j;
+        pthread_mutex_unlock(&e->mu);
+    }
+    persist_phase(e, "syncing");
+    joiner_request(e, j);
+}
+
+static joined_table *joined(struct gs_sync_joiner *j, const char *table)
+{
+    for (size_t i = 0; i < j->ntables; i++)
+        if (strcmp(j->tables[i].table, table) == 0)
+            return &j->tables[i];
+    if (j->ntables == j->cap) {
+        size_t cap = j->cap ? j->cap * 2 : 16;
+        joined_table *t = gs_realloc(j->tables, cap * sizeof *t);
+        if (!t)
+            return NULL;
+        j->tables = t;
+        j->cap = cap;
+    }
+    joined_table *t = &j->tables[j->ntables];
+    memset(t, 0, sizeof *t);
+    if (!(t->table = gs_strdup(table)))
+        return NULL;
+    j->ntables++;
+    return t;
+}
+
+typedef struct schema_call {
+    const gs_sync_batch *b;
+} schema_call;
+
+static int object_exists(gs_conn *conn, const char *stmt_sql)
+{
+    /* The name after CREATE [UNIQUE] TABLE|INDEX [IF NOT EXISTS]; quotes stripped. */
+    char name[256] = "";
+    const char *p = stmt_sql;
+    const char *words[] = {"CREATE", "UNIQUE", "TABLE", "INDEX", "IF", "NOT", "EXISTS"};
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+            p++;
+        int matched = 0;
+        for (size_t w = 0; w < sizeof words / sizeof *words; w++) {
+            size_t l = strlen(words[w]);
+            if (strncasecmp(p, words[w], l) == 0 && (p[l] == ' ' || p[l] == '\t' || p[l] == '\n'))
+                p += l, matched = 1;
+        }
+        if (!matched)
+            break;
+    }
+    char q = (*p == '"' || *p == '`' || *p == '[') ? *p : 0;
+    if (q)
+        p++;
+    size_t n = 0;
+    while (*p && n < sizeof name - 1 &&
+           (q ? (*p != (q == '[' ? ']' : q)) : (*p != ' ' && *p != '(' && *p != '\n')))
+        name[n++] = *p++;
+    name[n] = '\0';
+    sqlite3_stmt *st = NULL;
+    int exists = 0;
+    if (sqlite3_prepare_v2(gs_conn_db(conn), "SELECT 1 FROM sqlite_master WHERE name = ?", -1, &st,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        exists = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    return exists;
+}
+
+static gs_status schema_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
+{
+    (void)out;
+    const gs_sync_batch *b = ((schema_call *)user)->b;
+    if (exec(conn, "BEGIN IMMEDIATE", err) != GS_OK)
+        return GS_ERROR;
+    for (size_t i = 0; i < b->nschema; i++) {
+        const char *sql = b->schema[i];
+        if (gs_repl_ddl_check(sql, err) != GS_OK)
+            goto fail;
+        if (object_exists(conn, sql))
+            continue;
+        if (exec(conn, sql, err) != GS_OK)
+            goto fail;
+    }
+    if (exec(conn, "COMMIT", err) != GS_OK)
+        goto fail;
+    return GS_OK;
+fail:
+    gs_conn_exec(conn, "ROLLBACK", &(gs_error){0});
+    return GS_ERROR;
+}
+
+typedef struct rows_call {
+    gs_repl_engine *e;
+    const gs_sync_batch *b;
+    const char *source;
+} rows_call;
+
+static gs_status insert_rows(gs_conn *conn, const gs_sync_batch *b, gs_error *err)
+{
+    sqlite3 *db = gs_conn_db(conn);
+    gs_buf sql;
+    gs_buf_init(&sql);
+    sqlite3_stmt *st = NULL;
+    const gs_rrow *shape = NULL;
+    gs_status rc = GS_OK;
+    for (size_t r = 0; r < b->nrows && rc == GS_OK; r++) {
+        const gs_rrow *row = &b->rows[r];
+        int same = shape && shape->n == row->n;
+        for (size_t c = 0; same && c < row->n; c++)
+            same = strcmp(shape->names[c], row->names[c]) == 0;
+        if (!same) {
+            sqlite3_finalize(st);
+            st = NULL;
+            gs_buf_reset(&sql);
+            gs_buf_puts(&sql, "INSERT INTO ");
+            quote_ident(&sql, b->table);
+            gs_buf_puts(&sql, " (");
+            for (size_t c = 0; c < row->n; c++) {
+                if (c)
+                    gs_buf_putc(&sql, ',');
+                quote_ident(&sql, row->names[c]);
+            }
+            gs_buf_puts(&sql, ") VALUES (");
+            for (size_t c = 0; c < row->n; c++)
+                gs_buf_puts(&sql, c ? ",?" : "?");
+            gs_buf_putc(&sql, ')');
+            if (sqlite3_prepare_v2(db, sql.data, (int)sql.len, &st, NULL) != SQLITE_OK) {
+                rc = gs_error_set(err, 0, "SYNC_ERROR", "table '%s': %s", b->table,
+                                  sqlite3_errmsg(db));
+                break;
+            }
+            shape = row;
+        }
+        sqlite3_reset(st);
+        for (size_t c = 0; c < row->n; c++)
+            bind_rval(st, (int)c + 1, &row->vals[c]);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = gs_error_set(err, 0, "SYNC_ERROR", "table '%s': inserting a synced row: %s",
+                              b->table, sqlite3_errmsg(db));
+    }
+    sqlite3_finalize(st);
+    gs_buf_free(&sql);
+    return rc;
+}
+
+static gs_status progress(gs_conn *conn, const char *table, const char *status, int64_t rows,
+                          const char *source, const char *request_id, gs_error *err)
+{
+    sqlite3 *db = gs_conn_db(conn);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db,
+                           "INSERT INTO _sirannon_sync_state (table_name, status, row_count, "
+                           "source_peer_id, request_id, started_at, completed_at) VALUES (?, ?, "
+                           "?, ?, ?, unixepoch('now'), CASE WHEN ?2 = 'completed' THEN "
+                           "unixepoch('now') END) ON CONFLICT(table_name) DO UPDATE SET "
+                           "status = excluded.status, row_count = excluded.row_count, "
+                           "source_peer_id = excluded.source_peer_id, request_id = "
+                           "excluded.request_id, completed_at = excluded.completed_at",
+                           -1, &st, NULL) != SQLITE_OK)
+        return gs_error_set(err, 0, "SYNC_ERROR", "recording sync progress: %s",
+                            sqlite3_errmsg(db));
+    sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, status, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, rows);
+    sqlite3_bind_text(st, 4, source, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, request_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return gs_error_set(err, 0, "SYNC_ERROR", "recording sync progress: %s",
+                            sqlite3_errmsg(db));
+    return GS_OK;
+}
+
+typedef struct table_call {
+    const gs_sync_batch *b;
+    const char *source;
+    int64_t rows_total; /* rows of the table so far, this batch included */
+} table_call;
+
+static gs_status rows_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
+{
+    (void)out;
+    table_call *tc = user;
+    const gs_sync_batch *b = tc->b;
+    gs_buf sql;
+    gs_buf_init(&sql);
+    gs_status rc = exec(conn, "PRAGMA foreign_keys = OFF", err);
+    if (rc == GS_OK)
+        rc = exec(conn, "BEGIN IMMEDIATE", err);
+    if (rc == GS_OK && b->batch_index == 0) {
+        /* the first batch of a table clears it; its capture triggers come back at the end */
+        rc = gs_cdc_drop_triggers(conn, b->table, err);
+        if (rc == GS_OK) {
+            gs_buf_puts(&sql, "DELETE FROM ");
+            quote_ident(&sql, b->table);
+            rc = exec(conn, sql.data, err);
+        }
+    }
+    if (rc == GS_OK)
+        rc = insert_rows(conn, b, err);
+    if (rc == GS_OK)
+        rc = progress(conn, b->table, b->is_last_batch_for_table ? "completed" : "syncing",
+                      tc->rows_total, tc->source, b->request_id ? b->request_id : "", err);
+    if (rc == GS_OK)
+        rc = exec(conn, "COMMIT", err);
+    if (rc != GS_OK)
+        gs_conn_exec(conn, "ROLLBACK", &(gs_error){0});
+    gs_conn_exec(conn, "PRAGMA foreign_keys = ON", &(gs_error){0});
+    gs_buf_free(&sql);
+    return rc;
+}
+
+static void joiner_batch(gs_repl_engine *e, struct gs_sync_joiner *j, const char *from,
+                         const gs_sync_batch *b)
+{
+    const char *table = b->table ? b->table : "";
+    char why[300] = "";
+    gs_error err;
+    gs_error_init(&err);
+    if (!b->request_id || strcmp(b->request_id, j->request_id) != 0) {
+        gs_log(GS_LOG_DEBUG, "repl", "database '%s': sync batch of an old request ignored",
+               gs_db_id(e->db));
+        return;
+    }
+    pthread_mutex_lock(&e->mu);
+    j->last_msg_ms = gs_repl_now_ms();
+    pthread_mutex_unlock(&e->mu);
+    char sum[65];
+    if (strcmp(table, SCHEMA_TABLE) == 0) {
+        if (gs_repl_strings_checksum(b->schema, b->nschema, sum, &err) != GS_OK || !b->checksum ||
+            strcmp(sum, b->checksum) != 0) {
+            snprintf(why, sizeof why, "schema batch checksum mismatch");
+        } else {
+            schema_call sc = {b};
+            if (gs_repl_on_writer(e, schema_fn, &sc, &err) != GS_OK)
+                snprintf(why, sizeof why, "%s: %s", err.code, err.message);
+            else {
+                j->got_schema = 1;
+                j->total_tables = b->total_tables;
+            }
+        }
+        send_sync_ack(e, from, j->request_id, table, b->batch_index, why[0] == 0,
+                      why[0] ? why : NULL);
+        if (why[0])
+            gs_log(GS_LOG_WARN, "repl", "database '%s': sync schema refused: %s", gs_db_id(e->db),
+                   why);
+        return;
+    }
+    joined_table *t = NULL;
+    if (!j->got_schema)
+        snprintf(why, sizeof why, "a table batch arrived before the schema batch");
+    else if (!(t = joined(j, table)))
+        snprintf(why, sizeof why, "out of memory");
+    else if (b->batch_index != t->batches)
+        snprintf(why, sizeof why, "batch %d of table '%s' is out of order (expected %d)",
+                 (int)b->batch_index, table, (int)t->batches);
+    else if (gs_repl_rows_checksum(b->rows, b->nrows, sum, &err) != GS_OK || !b->checksum ||
+             strcmp(sum, b->checksum) != 0)
+        snprintf(why, sizeof why, "batch %d of table '%s' fails its checksum", (int)b->batch_index,
+                 table);
+    if (!why[0]) {
+        table_call tc = {b, j->source, t->rows + (int64_t)b->nrows};
+        if (gs_repl_on_writer(e, rows_fn, &tc, &err) != GS_OK)
+            snprintf(why, sizeof why, "%s: %s", err.code, err.message);
+    }
+    if (why[0]) {
+        gs_log(GS_LOG_WARN, "repl", "database '%s': sync batch refused: %s", gs_db_id(e->db), why);
+        send_sync_ack(e, from, j->request_id, table, b->batch_index, 0, why);
+        return;
+    }
+    gs_repl_digest_step(t->digest, b->checksum);
+    t->rows += (int64_t)b->nrows;
+    t->batches++;
+    t->complete = b->is_last_batch_for_table;
+    send_sync_ack(e, from, j->request_id, table, b->batch_index, 1, NULL);
+}
+
+typedef struct finish_call {
+    gs_repl_engine *e;
+    struct gs_sync_joiner *j;
+    const gs_sync_complete *c;
+    int ok;
+} finish_call;
+
+/* pkHash: sha256 over the canonical list of primary-key objects in key order. */
+static gs_status pk_hash(gs_conn *conn, const char *table, char out[65], gs_error *err)
+{
+    sqlite3 *db = gs_conn_db(conn);
+    gs_buf sql;
+    gs_buf_init(&sql);
+    gs_buf_puts(&sql, "SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk");
+    sqlite3_stmt *st = NULL;
+    char *cols[64];
+    size_t ncols = 0;
+    if (sqlite3_prepare_v2(db, sql.data, -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
+        while (sqlite3_step(st) == SQLITE_ROW && ncols < 64)
+            cols[ncols++] = gs_strdup((const char *)sqlite3_column_text(st, 0));
+    }
+    sqlite3_finalize(st);
+    gs_buf_reset(&sql);
+    gs_buf_puts(&sql, "SELECT ");
+    if (ncols == 0)
+        gs_buf_puts(&sql, "rowid");
+    for (size_t i = 0; i < ncols; i++) {
+        if (i)
+            gs_buf_putc(&sql, ',');
+        quote_ident(&sql, cols[i] ? cols[i] : "");
+    }
+    gs_buf_puts(&sql, " FROM ");
+    quote_ident(&sql, table);
+    gs_buf_puts(&sql, " ORDER BY ");
+    if (ncols == 0)
+        gs_buf_puts(&sql, "rowid");
+    for (size_t i = 0; i < ncols; i++) {
+        if (i)
+            gs_buf_putc(&sql, ',');
+        quote_ident(&sql, cols[i] ? cols[i] : "");
+    }
+    gs_status rc = GS_OK;
+    gs_rrow *rows = NULL;
+    size_t n = 0, cap = 0;
+    if (sqlite3_prepare_v2(db, sql.data, (int)sql.len, &st, NULL) != SQLITE_OK)
+        rc = gs_error_set(err, 0, "SYNC_ERROR", "pkHash of '%s': %s", table, sqlite3_errmsg(db));
+    while (rc == GS_OK && sqlite3_step(st) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 1024;
+            gs_rrow *nr = gs_realloc(rows, cap * sizeof *nr);
+            if (!nr) {
+                rc = gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+                break;
+            }
+            rows = nr;
+        }
+        memset(&rows[n], 0, sizeof rows[n]);
+        for (int c = 0; c < sqlite3_column_count(st) && rc == GS_OK; c++) {
+            gs_rval v;
+            rc = column_rval(st, c, &v, err);
+            if (rc == GS_OK)
+                rc = gs_rrow_add_take(&rows[n], sqlite3_column_name(st, c), &v, err);
+        }
+        n++;
+    }
+    sqlite3_finalize(st);
+    if (rc == GS_OK)
+        rc = gs_repl_rows_checksum(rows, n, out, err);
+    for (size_t i = 0; i < n; i++) {
+        gs_rrow tmp = rows[i];
+        for (size_t c = 0; c < tmp.n; c++) {
+            gs_free(tmp.names[c]);
+            gs_rval_free(&tmp.vals[c]);
+        }
+        gs_free(tmp.names);
+        gs_free(tmp.vals);
+    }
+    gs_free(rows);
+    for (size_t i = 0; i < ncols; i++)
+        gs_free(cols[i]);
+    gs_buf_free(&sql);
+    return rc;
+}
+
+static gs_status finish_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
+{
+    (void)out;
+    finish_call *fc = user;
+    gs_repl_engine *e = fc->e;
+    gs_buf sql;
+    gs_buf_init(&sql);
+    gs_status rc = GS_OK;
+    if (!fc->ok) {
+        /* wipe what this sync wrote and forget its progress */
+        rc = exec(conn, "BEGIN IMMEDIATE", err);
+        for (size_t i = 0; rc == GS_OK && i < fc->j->ntables; i++) {
+            gs_buf_reset(&sql);
+            gs_buf_puts(&sql, "DELETE FROM ");
+            quote_ident(&sql, fc->j->tables[i].table);
+            rc = exec(conn, sql.data, err);
+        }
+        if (rc == GS_OK)
+            rc = exec(conn, "DELETE FROM _sirannon_sync_state", err);
+        if (rc == GS_OK)
+            rc = set_meta(conn, META_PHASE, "syncing", err);
+        if (rc == GS_OK)
+            rc = exec(conn, "COMMIT", err);
+        else
+            gs_conn_exec(conn, "ROLLBACK", &(gs_error){0});
+        gs_buf_free(&sql);
+        return rc;
+    }
+    rc = exec(conn, "BEGIN IMMEDIATE", err);
+    if (rc == GS_OK)
+        rc = gs_repl_apply_record_position(conn, fc->j->source, fc->c->snapshot_seq, err);
+    if (rc == GS_OK)
+        rc = set_meta(conn, META_PHASE, "catching-up", err);
+    if (rc == GS_OK)
+        rc = exec(conn, "COMMIT", err);
+    else
+        gs_conn_exec(conn, "ROLLBACK", &(gs_error){0});
+    /* the capture triggers dropped while tables filled come back */
+    if (rc == GS_OK && (rc = exec(conn, "BEGIN IMMEDIATE", err)) == GS_OK) {
+        rc = gs_cdc_capture_all_refresh(e->db->cdc, conn, err);
+        if (rc == GS_OK)
+            rc = exec(conn, "COMMIT", err);
+        else
+            gs_conn_exec(conn, "ROLLBACK", &(gs_error){0});
+    }
+    gs_buf_free(&sql);
+    return rc;
+}
+
+typedef struct verify_call {
+    const char *table;
+    char hash[65];
+} verify_call;
+
+static gs_status verify_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
+{
+    (void)out;
+    verify_call *vc = user;
+    return pk_hash(conn, vc->table, vc->hash, err);
+}
+
+static void joiner_complete(gs_repl_engine *e, struct gs_sync_joiner *j, const char *from,
+                            const gs_sync_complete *c)
+{
+    if (!c->request_id || strcmp(c->request_id, j->request_id) != 0)
+        return;
+    char why[400] = "";
+    for (size_t i = 0; i < c->nmanifests && !why[0]; i++) {
+        const gs_sync_manifest *m = &c->manifests[i];
+        const char *table = m->table ? m->table : "";
+        joined_table *t = NULL;
+        for (size_t k = 0; k < j->ntables; k++)
+            if (strcmp(j->tables[k].table, table) == 0)
+                t = &j->tables[k];
+        if (m->batch_digest && m->batch_digest[0]) {
+            if (!t || !t->complete)
+                snprintf(why, sizeof why, "table '%s' is in the manifest but was not streamed",
+                         table);
+            else if (strcmp(t->digest, m->batch_digest) != 0 || t->rows != m->row_count)
+                snprintf(why, sizeof why,
+                         "table '%s': the manifest (%d rows) does not match what arrived "
+                         "(%lld rows)",
+                         table, (int)m->row_count, (long long)t->rows);
+        } else if (m->pk_hash && m->pk_hash[0]) {
+            verify_call vc = {table, ""};
+            gs_error err;
+            gs_error_init(&err);
+            if (gs_repl_on_writer(e, verify_fn, &vc, &err) != GS_OK ||
+                strcmp(vc.hash, m->pk_hash) != 0)
+                snprintf(why, sizeof why, "table '%s': pkHash does not match", table);
+        } else {
+            snprintf(why, sizeof why, "table '%s': the manifest has neither batchDigest nor pkHash",
+                     table);
+        }
+    }
+    for (size_t k = 0; k < j->ntables && !why[0]; k++) {
+        int listed = 0;
+        for (size_t i = 0; i < c->nmanifests; i++)
+            listed |=
+                c->manifests[i].table && strcmp(c->manifests[i].table, j->tables[k].table) == 0;
+        if (!listed)
+            snprintf(why, sizeof why, "table '%s' was streamed but is missing from the manifest",
+                     j->tables[k].table);
+    }
+    finish_call fc = {e, j, c, why[0] == 0};
+    gs_error err;
+    gs_error_init(&err);
+    if (gs_repl_on_writer(e, finish_fn, &fc, &err) != GS_OK) {
+        snprintf(why, sizeof why, "finishing the sync: %s", err.message);
+        fc.ok = 0;
+    }
+    if (!fc.ok) {
+        gs_error_set(&err, 0, "SYNC_ERROR",
+                     "first sync from %s failed verification: %s; the "
+                     "synced tables were wiped and the sync starts again",
+                     from, why);
+        gs_repl_note_error(e, &err, "first sync", from);
+        for (size_t i = 0; i < j->ntables; i++)
+            gs_free(j->tables[i].table);
+        j->ntables = 0;
+        joiner_request(e, j);
+        return;
+    }
+    pthread_mutex_lock(&e->mu);
+    if (c->snapshot_seq > e->applied_seq)
+        e->applied_seq = c->snapshot_seq;
+    e->joiner = NULL;
+    int64_t applied = e->applied_seq;
+    pthread_mutex_unlock(&e->mu);
+    gs_log(GS_LOG_INFO, "repl",
+           "database '%s': first sync from %s verified (%zu tables, snapshot seq %lld); "
+           "catching up",
+           gs_db_id(e->db), from, c->nmanifests, (long long)c->snapshot_seq);
+    joiner_free(j);
+    gs_repl_set_phase(e, "catching-up");
+    /* report the position so the primary streams everything after the snapshot */
+    gs_repl_message m;
+    memset(&m, 0, sizeof m);
+    m.kind = GS_RMSG_ACK;
+    m.ack.batch_id = "";
+    m.ack.acked_seq = applied;
+    m.ack.node_id = e->node_id;
+    if (gs_repl_send_message(e, from, &m, &err) != GS_OK)
+        gs_repl_note_error(e, &err, "reporting the position after sync", from);
+}
+
+static void become_ready(gs_repl_engine *e, const char *why)
+{
+    persist_phase(e, "ready");
+    gs_log(GS_LOG_INFO, "repl", "database '%s': replica ready (%s)", gs_db_id(e->db), why);
+}
+
+void gs_repl_sync_check_ready(gs_repl_engine *e, int64_t batch_changes)
+{
+    pthread_mutex_lock(&e->mu);
+    int catching = strcmp(e->phase, "catching-up") == 0;
+    pthread_mutex_unlock(&e->mu);
+    if (catching && batch_changes < e->o.max_sync_lag_before_ready)
+        become_ready(e, "lag below maxSyncLagBeforeReady");
+}
+
+/* ---- source ---- */
+
+static void source_ack_in(gs_repl_engine *e, const gs_sync_ack *a)
+{
+    pthread_mutex_lock(&e->mu);
+    for (size_t i = 0; i < e->nsources; i++) {
+        struct gs_sync_source *s = e->sources[i];
+        if (!a->request_id || strcmp(s->request_id, a->request_id) != 0)
+            continue;
+        pthread_mutex_lock(&s->mu);
+        s->have_ack = 1;
+        snprintf(s->ack_table, sizeof s->ack_table, "%s", a->table ? a->table : "");
+        s->ack_index = a->batch_index;
+        s->ack_success = a->success;
+        snprintf(s->ack_error, sizeof s->ack_error, "%s", a->error ? a->error : "");
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Wait for the ack of (table, index). 0 = acknowledged, -1 = refused/timeout/stop. */
+static int source_wait_ack(struct gs_sync_source *s, const char *table, int32_t index,
+                           int64_t deadline_ms, char *why, size_t whylen)
+{
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        if (s->stop) {
+            snprintf(why, whylen, "the node is stopping");
+            break;
+        }
+        if (s->have_ack) {
+            s->have_ack = 0;
+            if (strcmp(s->ack_table, table) == 0 && s->ack_index == index) {
+                if (s->ack_success) {
+                    pthread_mutex_unlock(&s->mu);
+                    return 0;
+                }
+                snprintf(why, whylen, "the joiner refused %s batch %d: %s", table, (int)index,
+                         s->ack_error);
+                break;
+            }
+            continue; /* a stale ack */
+        }
+        int64_t left = deadline_ms - gs_repl_now_ms();
+        if (left <= 0) {
+            snprintf(why, whylen, "no acknowledgement for %s batch %d in time", table, (int)index);
+            break;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (left % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return -1;
+}
+
+static int64_t ack_deadline(struct gs_sync_source *s)
+{
+    int64_t a = s->e->o.sync_ack_timeout_ms, d = s->e->o.max_sync_duration_ms;
+    return gs_repl_now_ms() + (a < d ? a : d);
+}
+
+typedef struct tbl_list {
+    char **names;
+    size_t n;
+    char **schema;
+    size_t nschema;
+} tbl_list;
+
+static void tbl_list_free(tbl_list *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        gs_free(t->names[i]);
+    for (size_t i = 0; i < t->nschema; i++)
+        gs_free(t->schema[i]);
+    gs_free(t->names);
+    gs_free(t->schema);
+}
+
+static int push(char ***arr, size_t *n, const char *s)
+{
+    char **na = gs_realloc(*arr, (*n + 1) * sizeof *na);
+    if (!na)
+        return -1;
+    *arr = na;
+    if (!(na[*n] = gs_strdup(s)))
+        return -1;
+    (*n)++;
+    return 0;
+}
+
+/* The user tables (creation order) and the schema statements (tables, then indexes). */
+static gs_status read_schema(gs_conn *conn, tbl_list *t, gs_error *err)
+{
+    sqlite3 *db = gs_conn_db(conn);
+    sqlite3_stmt *st = NULL;
+    const char *q = "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND "
+                    "type IN ('table', 'index') AND name NOT LIKE '\\_sirannon%' ESCAPE '\\' "
+                    "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND tbl_name NOT LIKE "
+                    "'\\_sirannon%' ESCAPE '\\' ORDER BY type = 'index', rowid";
+    if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK)
+        return gs_error_set(err, 0, "SYNC_ERROR", "reading the schema: %s", sqlite3_errmsg(db));
+    char **virt = NULL;
+    size_t nvirt = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *type = (const char *)sqlite3_column_text(st, 0);
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        const char *sql = (const char *)sqlite3_column_text(st, 2);
+        if (strncasecmp(sql, "CREATE VIRTUAL", 14) == 0) {
+            push(&virt, &nvirt, name);
+            continue;
+        }
+        int shadow = 0;
+        for (size_t i = 0; i < nvirt; i++) {
+            size_t l = strlen(virt[i]);
+            shadow |= strncmp(name, virt[i], l) == 0 && name[l] == '_';
+        }
+        if (shadow)
+            continue;
+        if (strcmp(type, "table") == 0 && push(&t->names, &t->n, name) != 0)
+            break;
+        if (push(&t->schema, &t->nschema, sql) != 0)
+            break;
+    }
+    sqlite3_finalize(st);
+    for (size_t i = 0; i < nvirt; i++)
+        gs_free(virt[i]);
+    gs_free(virt);
+    return GS_OK;
+}
+
+static void free_rows(gs_rrow *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (size_t c = 0; c < rows[i].n; c++) {
+            gs_free(rows[i].names[c]);
+            gs_rval_free(&rows[i].vals[c]);
+        }
+        gs_free(rows[i].names);
+        gs_free(rows[i].vals);
+        memset(&rows[i], 0, sizeof rows[i]);
+    }
+}
+
+static int send_table(struct gs_sync_source *s, gs_conn *conn, const char *table,
+                      gs_sync_manifest *mf, char *why, size_t whylen)
+{
+    gs_repl_engine *e = s->e;
+    sqlite3 *db = gs_conn_db(conn);
+    gs_buf sql;
+    gs_buf_init(&sql);
+    /* A table without a declared key is identified by its rowid (changes carry
+     * {"rowid": n}), so the copy keeps the rowids. */
+    int keyed = 0, rowid_table = 1;
+    {
+        sqlite3_stmt *pk = NULL;
+        if (sqlite3_prepare_v2(db, "SELECT count(*) FROM pragma_table_info(?) WHERE pk > 0", -1,
+                               &pk, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(pk, 1, table, -1, SQLITE_STATIC);
+            if (sqlite3_step(pk) == SQLITE_ROW)
+                keyed = sqlite3_column_int(pk, 0) > 0;
+        }
+        sqlite3_finalize(pk);
+        if (sqlite3_prepare_v2(db,
+                               "SELECT 1 FROM sqlite_master WHERE name = ? AND sql LIKE "
+                               "'%WITHOUT ROWID%'",
+                               -1, &pk, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(pk, 1, table, -1, SQLITE_STATIC);
+            rowid_table = sqlite3_step(pk) != SQLITE_ROW;
+        }
+        sqlite3_finalize(pk);
+    }
+    gs_buf_puts(&sql,
+                !keyed && rowid_table ? "SELECT rowid AS \"rowid\", * FROM " : "SELECT * FROM ");
+    quote_ident(&sql, table);
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+    if (sqlite3_prepare_v2(db, sql.data, (int)sql.len, &st, NULL) != SQLITE_OK) {
+        snprintf(why, whylen, "reading '%s': %s", table, sqlite3_errmsg(db));
+        gs_buf_free(&sql);
+        return -1;
+    }
+    gs_buf_free(&sql);
+    size_t cap = (size_t)e->o.sync_batch_size;
+    gs_rrow *rows = gs_calloc(cap, sizeof *rows);
+    if (!rows) {
+        sqlite3_finalize(st);
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    char digest[65] = "";
+    int64_t total = 0;
+    int32_t index = 0;
+    int step = sqlite3_step(st);
+    for (;;) {
+        size_t n = 0;
+        gs_error err;
+        gs_error_init(&err);
+        while (step == SQLITE_ROW && n < cap) {
+            for (int c = 0; c < sqlite3_column_count(st); c++) {
+                gs_rval v;
+                if (column_rval(st, c, &v, &err) != GS_OK ||
+                    gs_rrow_add_take(&rows[n], sqlite3_column_name(st, c), &v, &err) != GS_OK)
+                    break;
+            }
+            n++;
+            step = sqlite3_step(st);
+        }
+        if (step != SQLITE_ROW && step != SQLITE_DONE) {
+            snprintf(why, whylen, "reading '%s': %s", table, sqlite3_errmsg(db));
+            rc = -1;
+        }
+        int last = step != SQLITE_ROW;
+        gs_sync_message m;
+        memset(&m, 0, sizeof m);
+        m.kind = GS_SMSG_BATCH;
+        m.batch.request_id = s->request_id;
+        m.batch.table = (char *)table;
+        m.batch.batch_index = index;
+        m.batch.rows = rows;
+        m.batch.nrows = n;
+        m.batch.is_last_batch_for_table = last;
+        char sum[65];
+        if (rc == 0 && gs_repl_rows_checksum(rows, n, sum, &err) != GS_OK) {
+            snprintf(why, whylen, "%s", err.message);
+            rc = -1;
+        }
+        m.batch.checksum = sum;
+        if (rc == 0 && send_sync(e, s->joiner, &m, &err) != GS_OK) {
+            snprintf(why, whylen, "%s", err.message);
+            rc = -1;
+        }
+        free_rows(rows, n);
+        if (rc == 0)
+            rc = source_wait_ack(s, table, index, ack_deadline(s), why, whylen);
+        if (rc != 0)
+            break;
+        gs_repl_digest_step(digest, sum);
+        total += (int64_t)n;
+        index++;
+        if (last)
+            break;
+    }
+    sqlite3_finalize(st);
+    gs_free(rows);
+    if (rc == 0) {
+        mf->table = gs_strdup(table);
+        mf->row_count = (int32_t)total;
+        if (s->verify)
+            mf->batch_digest = gs_strdup(digest);
+        else {
+            gs_error err;
+            gs_error_init(&err);
+            char h[65];
+            if (pk_hash(conn, table, h, &err) != GS_OK) {
+                snprintf(why, whylen, "%s", err.message);
+                return -1;
+            }
+            mf->pk_hash = gs_strdup(h);
+        }
+    }
+    return rc;
+}
+
+static void *source_main(void *arg)
+{
+    struct gs_sync_source *s = arg;
+    gs_repl_engine *e = s->e;
+    char why[400] = "";
+    gs_conn *conn = NULL;
+    gs_conn_options co;
+    memset(&co, 0, sizeof co);
+    co.path = gs_db_path(e->db);
+    co.role = GS_CONN_READER;
+    co.busy_timeout_ms = 5000;
+    co.wal_autocheckpoint = -1;
+    gs_error err;
+    gs_error_init(&err);
+    tbl_list t;
+    memset(&t, 0, sizeof t);
+    gs_sync_complete done;
+    memset(&done, 0, sizeof done);
+    int64_t snapshot = 0;
+    if (gs_conn_open(&co, &conn, &err) != GS_OK || exec(conn, "BEGIN", &err) != GS_OK) {
+        snprintf(why, sizeof why, "%s", err.message);
+        goto out;
+    }
+    {
+        /* the first read fixes the snapshot: the seq and every table come from it */
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(gs_conn_db(conn),
+                               "SELECT COALESCE(MAX(seq), 0) FROM "
+                               "_sirannon_changes",
+                               -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
+            snapshot = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    if (read_schema(conn, &t, &err) != GS_OK) {
+        snprintf(why, sizeof why, "%s", err.message);
+        goto out;
+    }
+    {
+        size_t todo = 0;
+        for (size_t i = 0; i < t.n; i++) {
+            int skip = 0;
+            for (size_t k = 0; k < s->ncompleted; k++)
+                skip |= strcmp(s->completed[k], t.names[i]) == 0;
+            todo += !skip;
+        }
+        gs_sync_message m;
+        memset(&m, 0, sizeof m);
+        m.kind = GS_SMSG_BATCH;
+        m.batch.request_id = s->request_id;
+        m.batch.table = SCHEMA_TABLE;
+        m.batch.batch_index = 0;
+        m.batch.schema = t.schema;
+        m.batch.nschema = t.nschema;
+        m.batch.is_last_batch_for_table = 1;
+        m.batch.total_tables = (int32_t)todo;
+        char sum[65];
+        if (gs_repl_strings_checksum(t.schema, t.nschema, sum, &err) != GS_OK) {
+            snprintf(why, sizeof why, "%s", err.message);
+            goto out;
+        }
+        m.batch.checksum = sum;
+        if (send_sync(e, s->joiner, &m, &err) != GS_OK) {
+            snprintf(why, sizeof why, "%s", err.message);
+            goto out;
+        }
+        if (source_wait_ack(s, SCHEMA_TABLE, 0, ack_deadline(s), why, sizeof why) != 0)
+            goto out;
+        done.manifests = gs_calloc(todo ? todo : 1, sizeof *done.manifests);
+        if (!done.manifests) {
+            snprintf(why, sizeof why, "out of memory");
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < t.n; i++) {
+        int skip = 0;
+        for (size_t k = 0; k < s->ncompleted; k++)
+            skip |= strcmp(s->completed[k], t.names[i]) == 0;
+        if (skip)
+            continue;
+        if (send_table(s, conn, t.names[i], &done.manifests[done.nmanifests], why, sizeof why))
+            goto out;
+        done.nmanifests++;
+    }
+    {
+        gs_sync_message m;
+        memset(&m, 0, sizeof m);
+        m.kind = GS_SMSG_COMPLETE;
+        done.request_id = s->request_id;
+        done.snapshot_seq = snapshot;
+        m.complete = done;
+        if (send_sync(e, s->joiner, &m, &err) != GS_OK)
+            snprintf(why, sizeof why, "%s", err.message);
+        done.request_id = NULL;
+    }
+out:
+    if (why[0]) {
+        gs_error_set(&err, 0, "SYNC_ERROR", "serving the first sync of %s stopped: %s", s->joiner,
+                     why);
+        gs_repl_note_error(e, &err, "first sync", s->joiner);
+    } else {
+        gs_log(GS_LOG_INFO, "repl",
+               "database '%s': first sync of %s served (%zu tables, snapshot seq %lld)",
+               gs_db_id(e->db), s->joiner, done.nmanifests, (long long)snapshot);
+    }
+    done.request_id = NULL;
+    gs_sync_complete_free(&done);
+    tbl_list_free(&t);
+    if (conn) {
+        gs_conn_exec(conn, "ROLLBACK", &(gs_error){0});
+        gs_conn_close(conn);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->finished = 1;
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&e->mu);
+    e->timer_wake = 1; /* reap it */
+    pthread_cond_signal(&e->timer_cond);
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+static void source_free(struct gs_sync_source *s)
+{
+    for (size_t i = 0; i < s->ncompleted; i++)
+        gs_free(s->completed[i]);
+    gs_free(s->completed);
+    gs_free(s->joiner);
+    gs_free(s->request_id);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    gs_free(s);
+}
+
+static void source_start(gs_repl_engine *e, const char *from, const gs_sync_request *r)
+{
+    const char *refuse = NULL;
+    pthread_mutex_lock(&e->mu);
+    gs_peer *p = gs_repl_peer_find(e, from);
+    if (!p || p->is_primary || !e->is_primary)
+        refuse = "this node serves first syncs only to its configured replicas";
+    else if ((int64_t)e->nsources >= e->o.max_concurrent_syncs)
+        refuse = "too many syncs in progress (maxConcurrentSyncs); retry shortly";
+    for (size_t i = 0; !refuse && i < e->nsources; i++)
+        if (strcmp(e->sources[i]->joiner, from) == 0) {
+            /* a new request replaces the joiner's old sync */
+            pthread_mutex_lock(&e->sources[i]->mu);
+            e->sources[i]->stop = 1;
+            pthread_cond_signal(&e->sources[i]->cv);
+            pthread_mutex_unlock(&e->sources[i]->mu);
+        }
+    pthread_mutex_unlock(&e->mu);
+    if (refuse) {
+        send_sync_ack(e, from, r->request_id ? r->request_id : "", SCHEMA_TABLE, -1, 0, refuse);
+        gs_log(GS_LOG_WARN, "repl", "database '%s': sync request from %s refused: %s",
+               gs_db_id(e->db), from, refuse);
+        return;
+    }
+    struct gs_sync_source *s = gs_calloc(1, sizeof *s);
+    if (!s)
+        return;
+    s->e = e;
+    s->joiner = gs_strdup(from);
+    s->request_id = gs_strdup(r->request_id ? r->request_id : "");
+    s->verify = r->supports_stream_verification;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    for (size_t i = 0; i < r->ncompleted; i++)
+        push(&s->completed, &s->ncompleted, r->completed_tables[i]);
+    pthread_mutex_lock(&e->mu);
+    struct gs_sync_source **ns = gs_realloc(e->sources, (e->nsources + 1) * sizeof *ns);
+    if (!ns || !s->joiner || !s->request_id) {
+        pthread_mutex_unlock(&e->mu);
+        source_free(s);
+        return;
+    }
+    e->sources = ns;
+    e->sources[e->nsources++] = s;
+    if (pthread_create(&s->thread, NULL, source_main, s) != 0) {
+        e->nsources--;
+        pthread_mutex_unlock(&e->mu);
+        source_free(s);
+        return;
+    }
+    pthread_mutex_unlock(&e->mu);
+    gs_log(GS_LOG_INFO, "repl", "database '%s': serving a first sync to %s (request %s)",
+           gs_db_id(e->db), from, r->request_id ? r->request_id : "");
+}
+
+/* ---- dispatch, deadlines, stop ---- */
+
+void gs_repl_sync_in(gs_repl_engine *e, const char *from, const uint8_t *bytes, size_t len)
+{
+    gs_sync_message m;
+    gs_error err;
+    gs_error_init(&err);
+    if (gs_sync_message_decode(bytes, len, &m, &err) != GS_OK) {
+        gs_repl_note_error(e, &err, "an undecodable sync message", from);
+        return;
+    }
+    pthread_mutex_lock(&e->mu);
+    struct gs_sync_joiner *j = e->joiner;
+    int from_source = j && strcmp(j->source, from) == 0;
+    pthread_mutex_unlock(&e->mu);
+    switch (m.kind) {
+    case GS_SMSG_REQUEST: source_start(e, from, &m.request); break;
+    case GS_SMSG_ACK:
+        if (from_source && m.ack.batch_index == -1 && !m.ack.success && m.ack.request_id &&
+            strcmp(m.ack.request_id, j->request_id) == 0) {
+            /* the source refused the request: ask again shortly */
+            gs_log(GS_LOG_WARN, "repl", "database '%s': %s refused the sync: %s; retrying",
+                   gs_db_id(e->db), from, m.ack.error ? m.ack.error : "");
+            pthread_mutex_lock(&e->mu);
+            j->retry_at_ms = gs_repl_now_ms() + JOINER_RETRY_MS;
+            pthread_mutex_unlock(&e->mu);
+        } else {
+            source_ack_in(e, &m.ack);
+        }
+        break;
+    case GS_SMSG_BATCH:
+        if (from_source)
+            joiner_batch(e, j, from, &m.batch);
+        break;
+    case GS_SMSG_COMPLETE:
+        if (from_source)
+            joiner_complete(e, j, from, &m.complete);
+        break;
+    default: break;
+    }
+    gs_sync_message_free(&m);
+}
+
+int64_t gs_repl_sync_tick(gs_repl_engine *e, int64_t now)
+{
+    int64_t next = 0;
+    /* reap finished sources */
+    for (;;) {
+        struct gs_sync_source *done = NULL;
+        pthread_mutex_lock(&e->mu);
+        for (size_t i = 0; i < e->nsources; i++) {
+            struct gs_sync_source *src = e->sources[i];
+            pthread_mutex_lock(&src->mu);
+            int fin = src->finished;
+            pthread_mutex_unlock(&src->mu);
+            if (fin) {
+                done = src;
+                e->sources[i] = e->sources[--e->nsources];
+                break;
+            }
+        }
+        pthread_mutex_unlock(&e->mu);
+        if (!done)
+            break;
+        pthread_join(done->thread, NULL);
+        source_free(done);
+    }
+    /* joiner: retry a refused or silent request */
+    pthread_mutex_lock(&e->mu);
+    struct gs_sync_joiner *j = e->joiner;
+    int retry = 0;
+    if (j) {
+        int64_t silent = j->last_msg_ms + e->o.sync_ack_timeout_ms;
+        if ((j->retry_at_ms && now >= j->retry_at_ms) || now >= silent) {
+            retry = 1;
+            j->retry_at_ms = 0;
+            j->last_msg_ms = now; /* one retry per silence */
+        }
+        next = j->retry_at_ms ? j->retry_at_ms : silent;
+    }
+    int catching = strcmp(e->phase, "catching-up") == 0;
+    int64_t quiet_since =
+        e->catch_up_started_ms > e->last_batch_ms ? e->catch_up_started_ms : e->last_batch_ms;
+    int64_t started = e->catch_up_started_ms;
+    int primary_up = 0;
+    for (size_t i = 0; i < e->npeers; i++)
+        primary_up |= e->peers[i].is_primary && e->peers[i].connected;
+    pthread_mutex_unlock(&e->mu);
+    if (retry)
+        gs_repl_post_sync_retry(e); /* the joiner belongs to the inbound thread */
+    if (catching) {
+        if (now - started >= e->o.catch_up_deadline_ms)
+            become_ready(e, "catchUpDeadlineMs passed");
+        else if (primary_up && now - quiet_since >= 3 * e->o.batch_interval_ms)
+            become_ready(e, "the primary has nothing more to send");
+        else if (!next || quiet_since + 3 * e->o.batch_interval_ms < next)
+            next = quiet_since + 3 * e->o.batch_interval_ms;
+    }
+    return next;
+}
+
+void gs_repl_sync_retry(gs_repl_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    struct gs_sync_joiner *j = e->joiner;
+    pthread_mutex_unlock(&e->mu);
+    if (j)
+        joiner_request(e, j);
+}
+
+void gs_repl_sync_stop(gs_repl_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    for (size_t i = 0; i < e->nsources; i++) {
+        pthread_mutex_lock(&e->sources[i]->mu);
+        e->sources[i]->stop = 1;
+        pthread_cond_signal(&e->sources[i]->cv);
+        pthread_mutex_unlock(&e->sources[i]->mu);
+    }
+    struct gs_sync_source **src = e->sources;
+    size_t n = e->nsources;
+    e->sources = NULL;
+    e->nsources = 0;
+    struct gs_sync_joiner *j = e->joiner;
+    e->joiner = NULL;
+    pthread_mutex_unlock(&e->mu);
+    for (size_t i = 0; i < n; i++) {
+        pthread_join(src[i]->thread, NULL);
+        source_free(src[i]);
+    }
+    gs_free(src);
+    joiner_free(j);
+}

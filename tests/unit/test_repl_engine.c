@@ -1,0 +1,647 @@
+/*
+ * The replication engine in static mode, three nodes in one process over the built-in memory
+ * transport (spec 03): first sync, convergence of a mixed workload byte for byte, the same
+ * under dropped, duplicated and reordered messages, write concern, forwarding, restart and
+ * resume, DDL replication, and every receive-side rejection.
+ */
+#include "repl_harness.h"
+
+#include "repl/codec.h"
+#include "repl/checksum.h"
+#include "repl/hlc.h"
+
+#include <stdlib.h>
+
+static char dir[PATH_MAX];
+
+static void setup(void)
+{
+    h_host_init();
+    gs_log_set_level(getenv("GS_TEST_LOG") ? GS_LOG_DEBUG : GS_LOG_WARN);
+    gs_test_mkdtemp(dir, sizeof dir, "repl_engine");
+}
+
+static void teardown(void)
+{
+    if (!getenv("GS_TEST_KEEP"))
+        gs_test_rmtree(dir);
+}
+
+TestSuite(repl_engine, .init = setup, .fini = teardown, .timeout = 240);
+
+static const gs_repl_peer_cfg A_PEERS[] = {{"node-b", "replica"}, {"node-c", "replica"}};
+static const gs_repl_peer_cfg TO_A[] = {{"node-a", "primary"}};
+
+static gs_repl_options fast_options(void)
+{
+    gs_repl_options o;
+    gs_repl_options_default(&o);
+    o.batch_interval_ms = 20;
+    o.ack_timeout_ms = 500;
+    o.sync_ack_timeout_ms = 5000;
+    o.write_concern_timeout_ms = 2000;
+    return o;
+}
+
+/* A on `bus` with B and C as replicas; faults: extra transport YAML for every node. */
+static void start_cluster(tnode n[3], const char *bus, const char *faults, const gs_repl_options *o)
+{
+    char y[512];
+    snprintf(y, sizeof y, "bus: %s\npeers: [node-b, node-c]\n%s", bus, faults ? faults : "");
+    tnode_start(&n[0], "primary", A_PEERS, 2, y, o);
+    for (int i = 1; i < 3; i++) {
+        snprintf(y, sizeof y, "bus: %s\npeers: [node-a]\n%s", bus, faults ? faults : "");
+        tnode_start(&n[i], "replica", TO_A, 1, y, o);
+    }
+}
+
+static void open_cluster(tnode n[3])
+{
+    tnode_open(&n[0], dir, "node-a");
+    tnode_open(&n[1], dir, "node-b");
+    tnode_open(&n[2], dir, "node-c");
+}
+
+static void close_cluster(tnode n[3])
+{
+    for (int i = 0; i < 3; i++)
+        tnode_close(&n[i]);
+}
+
+/* ---- a mixed workload, submitted with a bounded window ---- */
+
+typedef struct window {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    int inflight;
+    int failed;
+    gs_error first;
+} window;
+
+static void window_done(void *user, const gs_db_reply *r)
+{
+    window *w = user;
+    pthread_mutex_lock(&w->m);
+    if (r->status != GS_OK && !w->failed++)
+        gs_error_copy(&w->first, &r->err);
+    w->inflight--;
+    pthread_cond_signal(&w->c);
+    pthread_mutex_unlock(&w->m);
+}
+
+static void window_wait(window *w, int below)
+{
+    struct timespec ts = gs_test_realtime_in(60000);
+    pthread_mutex_lock(&w->m);
+    while (w->inflight >= below)
+        cr_assert_eq(pthread_cond_timedwait(&w->c, &w->m, &ts), 0, "writes stalled");
+    pthread_mutex_unlock(&w->m);
+}
+
+/* n operations: inserts, updates, deletes and 3-statement transactions on items. */
+static void mixed_writes(gs_database *db, int n, unsigned seed, int first_id)
+{
+    window w;
+    memset(&w, 0, sizeof w);
+    pthread_mutex_init(&w.m, NULL);
+    pthread_cond_init(&w.c, NULL);
+    int next_id = first_id;
+    for (int i = 0; i < n; i++) {
+        window_wait(&w, 64);
+        unsigned r = (unsigned)rand_r(&seed);
+        char sql[3][256];
+        gs_db_stmt st[3];
+        gs_db_request req;
+        memset(&req, 0, sizeof req);
+        req.done = window_done;
+        req.user = &w;
+        int kind = r % 10;
+        int victim = first_id + (int)((unsigned)rand_r(&seed) % (unsigned)(next_id - first_id + 1));
+        if (kind < 5 || next_id == first_id) {
+            snprintf(sql[0], sizeof sql[0],
+                     "INSERT INTO items (id, name, qty, price, data) VALUES (%d, 'item %d', %u, "
+                     "%u.25, x'%08x')",
+                     next_id, next_id, r % 1000, r % 77, r);
+            next_id++;
+            req.kind = GS_DB_EXECUTE;
+            req.stmt_count = 1;
+        } else if (kind < 7) {
+            snprintf(sql[0], sizeof sql[0],
+                     "UPDATE items SET qty = qty + 1, name = 'upd %u' WHERE id = %d", r, victim);
+            req.kind = GS_DB_EXECUTE;
+            req.stmt_count = 1;
+        } else if (kind < 8) {
+            snprintf(sql[0], sizeof sql[0], "DELETE FROM items WHERE id = %d", victim);
+            req.kind = GS_DB_EXECUTE;
+            req.stmt_count = 1;
+        } else {
+            snprintf(sql[0], sizeof sql[0],
+                     "INSERT INTO items (id, name, qty, price, data) VALUES (%d, 'tx %d', 1, "
+                     "0.5, NULL)",
+                     next_id, next_id);
+            next_id++;
+            snprintf(sql[1], sizeof sql[1], "UPDATE items SET price = price * 2 WHERE id = %d",
+                     victim);
+            snprintf(sql[2], sizeof sql[2],
+                     "INSERT INTO audit (item, note) VALUES (%d, 'transaction %d')", victim, i);
+            req.kind = GS_DB_TRANSACTION;
+            req.stmt_count = 3;
+        }
+        for (size_t k = 0; k < req.stmt_count; k++) {
+            st[k].sql = sql[k];
+            st[k].params = NULL;
+        }
+        req.stmts = st;
+        pthread_mutex_lock(&w.m);
+        w.inflight++;
+        pthread_mutex_unlock(&w.m);
+        gs_error err;
+        gs_error_init(&err);
+        if (gs_api_repl_submit(db, &req, NULL, &err) != GS_OK) {
+            cr_assert_str_eq(err.code, "WRITE_OVERLOADED", "submit: %s", err.message);
+            pthread_mutex_lock(&w.m);
+            w.inflight--;
+            pthread_mutex_unlock(&w.m);
+            i--; /* retry this one */
+            window_wait(&w, 1);
+        }
+    }
+    window_wait(&w, 1);
+    cr_assert_eq(w.failed, 0, "%d writes failed, the first: %s %s", w.failed, w.first.code,
+                 w.first.message);
+    pthread_mutex_destroy(&w.m);
+    pthread_cond_destroy(&w.c);
+}
+
+static void create_schema(gs_database *db)
+{
+    exec_ok(db, "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price REAL, "
+                "data BLOB)");
+    exec_ok(db, "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, item INTEGER, note "
+                "TEXT)");
+}
+
+Test(repl_engine, three_nodes_converge_on_10000_mixed_writes)
+{
+    tnode n[3];
+    open_cluster(n);
+    create_schema(n[0].db);
+    gs_repl_options o = fast_options();
+    start_cluster(n, "mixed", NULL, &o);
+    tnode *reps[] = {&n[1], &n[2]};
+    cr_assert(wait_converged(&n[0], reps, 2, 30000), "replicas did not finish their first sync");
+    mixed_writes(n[0].db, 10000, 7, 1);
+    cr_assert(wait_converged(&n[0], reps, 2, 60000), "replicas did not converge");
+    assert_same(&n[0], &n[1]);
+    assert_same(&n[0], &n[2]);
+    gs_repl_counters c;
+    gs_repl_get_counters(n[1].e, &c);
+    cr_assert_gt(c.batches_applied, 0);
+    cr_assert_eq(c.rejected, 0, "a replica rejected batches without faults");
+    close_cluster(n);
+}
+
+Test(repl_engine, converges_under_drop_duplicate_and_reorder)
+{
+    tnode n[3];
+    open_cluster(n);
+    create_schema(n[0].db);
+    gs_repl_options o = fast_options();
+    o.ack_timeout_ms = 200;
+    start_cluster(n, "faulty", "seed: 42\n", &o);
+    tnode *reps[] = {&n[1], &n[2]};
+    cr_assert(wait_converged(&n[0], reps, 2, 30000), "first sync");
+    /* faults on the replication stream from now on */
+    tnode_control(&n[0], "drop 0.1");
+    tnode_control(&n[0], "duplicate 0.1");
+    tnode_control(&n[0], "reorder 0.1");
+    mixed_writes(n[0].db, 3000, 11, 1);
+    cr_assert(wait_converged(&n[0], reps, 2, 90000), "replicas did not converge under faults");
+    assert_same(&n[0], &n[1]);
+    assert_same(&n[0], &n[2]);
+    gs_repl_counters ca;
+    gs_repl_get_counters(n[0].e, &ca);
+    gs_repl_counters cb;
+    gs_repl_get_counters(n[1].e, &cb);
+    cr_assert_gt(ca.retransmits + cb.batches_duplicate + cb.batches_gap, 0,
+                 "the faults never hit the stream");
+    close_cluster(n);
+}
+
+Test(repl_engine, write_concern_local_majority_all_and_timeout)
+{
+    tnode n[3];
+    open_cluster(n);
+    create_schema(n[0].db);
+    gs_repl_options o = fast_options();
+    start_cluster(n, "concern", NULL, &o);
+    tnode *reps[] = {&n[1], &n[2]};
+    cr_assert(wait_converged(&n[0], reps, 2, 30000));
+    gs_error err;
+    gs_error_init(&err);
+    json_t *maj = json_pack("{s:s}", "level", "majority");
+    json_t *all = json_pack("{s:s}", "level", "all");
+    cr_assert_eq(submit_wait(n[0].db, GS_DB_EXECUTE, "INSERT INTO items (id) VALUES (1)", NULL,
+                             NULL, maj, &err, NULL),
+                 GS_OK, "%s", err.message);
+    /* majority of two connected replicas is both: both have it now */
+    cr_assert_geq(gs_repl_position(n[1].e), gs_db_committed_seq(n[0].db));
+    cr_assert_geq(gs_repl_position(n[2].e), gs_db_committed_seq(n[0].db));
+    cr_assert_eq(submit_wait(n[0].db, GS_DB_EXECUTE, "INSERT INTO items (id) VALUES (2)", NULL,
+                             NULL, all, &err, NULL),
+                 GS_OK, "%s", err.message);
+    /* cut both replicas off: majority of the (zero) connected replicas cannot be met */
+    tnode_control(&n[0], "partition node-a node-b");
+    tnode_control(&n[0], "partition node-a node-c");
+    json_t *quick = json_pack("{s:s,s:i}", "level", "majority", "timeoutMs", 300);
+    int64_t t0 = gs_test_now_ms();
+    cr_assert_eq(submit_wait(n[0].db, GS_DB_EXECUTE, "INSERT INTO items (id) VALUES (3)", NULL,
+                             NULL, quick, &err, NULL),
+                 GS_ERROR);
+    cr_assert_str_eq(err.code, "WRITE_CONCERN_ERROR");
+    cr_assert_geq(gs_test_now_ms() - t0, 250, "the concern failed before its timeout");
+    /* local never waits */
+    json_t *local = json_pack("{s:s}", "level", "local");
+    cr_assert_eq(submit_wait(n[0].db, GS_DB_EXECUTE, "INSERT INTO items (id) VALUES (4)", NULL,
+                             NULL, local, &err, NULL),
+                 GS_OK);
+    tnode_control(&n[0], "heal");
+    cr_assert(wait_converged(&n[0], reps, 2, 30000), "no convergence after heal");
+    assert_same(&n[0], &n[1]);
+    json_decref(maj);
+    json_decref(all);
+    json_decref(quick);
+    json_decref(local);
+    close_cluster(n);
+}
+
+Test(repl_engine, replica_refuses_or_forwards_writes)
+{
+    tnode n[3];
+    open_cluster(n);
+    create_schema(n[0].db);
+    gs_repl_options o = fast_options();
+    start_cluster(n, "forward", NULL, &o);
+    tnode *reps[] = {&n[1], &n[2]};
+    cr_assert(wait_converged(&n[0], reps, 2, 30000));
+    gs_error err;
+    gs_error_init(&err);
+    /* no forwarding: TOPOLOGY_ERROR */
+    cr_assert_eq(submit_wait(n[1].db, GS_DB_EXECUTE, "INSERT INTO items (id) VALUES (9)", NULL,
+                             NULL, NULL, &err, NULL),
+                 GS_ERROR);
+    cr_assert_str_eq(err.code, "TOPOLOGY_ERROR");
+    tnode_stop(&n[1]);
+    o.write_forwarding = 1;
+    tnode_start(&n[1], "replica", TO_A, 1, "bus: forward\npeers: [node-a]\n", &o);
+    cr_assert(wait_converged(&n[0], reps, 2, 30000));
+    wait_connected(&n[1], "node-a");
+    char *json = NULL;
+    json_t *params = json_pack("[i,s]", 10, "forwarded");
+    cr_assert_eq(submit_wait(n[1].db, GS_DB_EXECUTE, "INSERT INTO items (id, name) VALUES (?, ?)",
+                             params, NULL, NULL, &err, &json),
+                 GS_OK, "%s %s", err.code, err.message);
+    cr_assert(strstr(json, "\"changes\":1"), "%s", json);
+    cr_assert(strstr(json, "\"lastInsertRowId\":10"), "%s", json);
+    free(json);
+    json_t *batch = json_pack("[[i],[i],[i]]", 11, 12, 13);
+    cr_assert_eq(submit_wait(n[1].db, GS_DB_BATCH, "INSERT INTO items (id) VALUES (?)", NULL, batch,
+                             NULL, &err, &json),
+                 GS_OK, "%s %s", err.code, err.message);
+    cr_assert(json[0] == '[' && strstr(json, "\"lastInsertRowId\":13"), "%s", json);
+    free(json);
+    /* a forwarded statement that fails carries the primary's code back */
+    cr_assert_eq(submit_wait(n[1].db, GS_DB_EXECUTE, "INSERT INTO items (id) VALUES (10)", NULL,
+                             NULL, NULL, &err, NULL),
+                 GS_ERROR);
+    cr_assert_str_eq(err.code, "QUERY_ERROR", "%s: %s", err.code, err.message);
+    /* transactions are never forwarded */
+    gs_db_stmt st = {"INSERT INTO items (id) VALUES (20)", NULL};
+    gs_db_request req;
+    memset(&req, 0, sizeof req);
+    req.kind = GS_DB_TRANSACTION;
+    req.stmts = &st;
+    req.stmt_count = 1;
+    cr_assert_eq(gs_api_repl_submit(n[1].db, &req, NULL, &err), GS_ERROR);
+    cr_assert_str_eq(err.code, "TOPOLOGY_ERROR");
+    /* the forwarded rows came back through replication */
+    cr_assert(wait_converged(&n[0], reps, 2, 30000));
+    assert_same(&n[0], &n[1]);
+    assert_same(&n[0], &n[2]);
+    json_decref(params);
+    json_decref(batch);
+    close_cluster(n);
+}
+
+Test(repl_engine, stopped_replica_resumes_without_gap_or_duplicate)
+{
+    tnode n[3];
+    open_cluster(n);
+    create_schema(n[0].db);
+    gs_repl_options o = fast_options();
+    start_cluster(n, "restart", NULL, &o);
+    tnode *reps[] = {&n[1], &n[2]};
+    cr_assert(wait_converged(&n[0], reps, 2, 30000));
+    mixed_writes(n[0].db, 500, 3, 1);
+    cr_assert(wait_converged(&n[0], reps, 2, 30000));
+    /* B goes away: its engine and its database close */
+    tnode_close(&n[1]);
+    mixed_writes(n[0].db, 500, 5, 100000);
+    tnode_open(&n[1], dir, "node-b");
+    tnode_start(&n[1], "replica", TO_A, 1, "bus: restart\npeers: [node-a]\n", &o);
+    cr_assert_str_eq(gs_repl_sync_phase(n[1].e), "ready", "a synced replica does not sync again");
+    cr_assert(wait_converged(&n[0], reps, 2, 30000), "B did not resume");
+    assert_same(&n[0], &n[1]);
+    assert_same(&n[0], &n[2]);
+    gs_repl_counters c;
+    gs_repl_get_counters(n[1].e, &c);
+    cr_assert_eq(c.rejected, 0);
+    close_cluster(n);
+}
+
+Test(repl_engine, ddl_replicates_and_dangerous_ddl_is_refused)
+{
+    tnode n[3];
+    open_cluster(n);
+    gs_repl_options o = fast_options();
+    start_cluster(n, "ddl", NULL, &o);
+    tnode *reps[] = {&n[1], &n[2]};
+    cr_assert(wait_converged(&n[0], reps, 2, 30000));
+    exec_ok(n[0].db, "CREATE TABLE t1 (id INTEGER PRIMARY KEY, a TEXT)");
+    exec_ok(n[0].db, "INSERT INTO t1 (id, a) VALUES (1, 'x')");
+    exec_ok(n[0].db, "ALTER TABLE t1 ADD COLUMN b INTEGER DEFAULT 7");
+    exec_ok(n[0].db, "INSERT INTO t1 (id, a, b) VALUES (2, 'y', 8)");
+    exec_ok(n[0].db, "CREATE INDEX t1_a ON t1 (a)");
+    exec_ok(n[0].db, "CREATE TABLE t2 (k TEXT PRIMARY KEY, v BLOB)");
+    exec_ok(n[0].db, "INSERT INTO t2 VALUES ('k', x'00ff')");
+    exec_ok(n[0].db, "DROP TABLE t2");
+    exec_ok(n[0].db, "UPDATE t1 SET b = 9 WHERE id = 1");
+    gs_error err;
+    gs_error_init(&err);
+    const char *bad[] = {"CREATE TABLE t3 AS SELECT * FROM t1",
+                         "CREATE VIEW v1 AS SELECT * FROM t1",
+                         "CREATE TRIGGER tr AFTER INSERT ON t1 BEGIN SELECT 1; END"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        cr_assert_eq(submit_wait(n[0].db, GS_DB_EXECUTE, bad[i], NULL, NULL, NULL, &err, NULL),
+                     GS_ERROR, "%s was accepted", bad[i]);
+        cr_assert_str_eq(err.code, "BATCH_VALIDATION_ERROR", "%s: %s", bad[i], err.code);
+    }
+    cr_assert(wait_converged(&n[0], reps, 2, 30000));
+    assert_same(&n[0], &n[1]);
+    assert_same(&n[0], &n[2]);
+    /* the index came across, the dropped table is gone */
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open_v2(n[1].path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    sqlite3_prepare_v2(db,
+                       "SELECT (SELECT count(*) FROM sqlite_master WHERE name = 't1_a'), "
+                       "(SELECT count(*) FROM sqlite_master WHERE name = 't2')",
+                       -1, &st, NULL);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    cr_assert_eq(sqlite3_column_int(st, 0), 1, "the index did not replicate");
+    cr_assert_eq(sqlite3_column_int(st, 1), 0, "the dropped table is still there");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    close_cluster(n);
+}
+
+/* ---- every receive-side rejection ---- */
+
+/* A rogue sender on the bus, speaking raw protocol to B. */
+static void send_raw(tnode *from, const char *to, const gs_repl_batch *b)
+{
+    gs_repl_message m;
+    memset(&m, 0, sizeof m);
+    m.kind = GS_RMSG_BATCH;
+    m.batch = *b;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    gs_error err;
+    gs_error_init(&err);
+    cr_assert_eq(gs_repl_message_encode(&m, &bytes, &len, &err), GS_OK, "%s", err.message);
+    cr_assert_eq(((const gs_repl_transport_vtable *)from->tp->desc->vtable)
+                     ->send(from->tinst, to, GS_REPL_MSG_REPLICATION, 0, bytes, len, &err),
+                 GS_OK, "%s", err.message);
+    gs_free(bytes);
+}
+
+static gs_repl_change one_change(const char *node, const char *hlc, int id)
+{
+    gs_repl_change c;
+    memset(&c, 0, sizeof c);
+    c.table = "items";
+    c.operation = "insert";
+    static char rowid[16];
+    snprintf(rowid, sizeof rowid, "%d", id);
+    c.row_id = rowid;
+    c.hlc = (char *)hlc;
+    c.tx_id = "0123456789abcdef0123456789abcdef";
+    c.node_id = (char *)node;
+    return c;
+}
+
+static void quiet_message(void *user, const char *from, gs_repl_msg_type type, uint64_t call_id,
+                          const uint8_t *bytes, size_t len)
+{
+    (void)user, (void)from, (void)type, (void)call_id, (void)bytes, (void)len;
+}
+
+static void quiet_peer(void *user, const char *node_id, int connected)
+{
+    (void)user, (void)node_id, (void)connected;
+}
+
+static gs_repl_events quiet = {sizeof(gs_repl_events), NULL, quiet_message, quiet_peer};
+
+static void expect_rejected(tnode *rep, uint64_t before, const char *code)
+{
+    int64_t deadline = gs_test_now_ms() + 10000;
+    gs_repl_counters c;
+    do {
+        gs_repl_get_counters(rep->e, &c);
+        if (c.rejected > before)
+            break;
+        usleep(2000);
+    } while (gs_test_now_ms() < deadline);
+    cr_assert_gt(c.rejected, before, "the batch was not rejected (wanted %s)", code);
+    gs_error err;
+    gs_error_init(&err);
+    gs_repl_last_error(rep->e, &err);
+    cr_assert_str_eq(err.code, code, "%s", err.message);
+}
+
+Test(repl_engine, every_receive_side_rejection)
+{
+    tnode n[3];
+    open_cluster(n);
+    create_schema(n[0].db);
+    gs_repl_options o = fast_options();
+    o.max_batch_changes = 2;
+    o.max_clock_drift_ms = 60000;
+    /* node-a is the configured primary of B but is a rogue here: no engine, just a transport;
+     * node-c is a configured replica peer of B in this test. */
+    static const gs_repl_peer_cfg B_PEERS[] = {{"node-a", "primary"}, {"node-c", "replica"}};
+    o.initial_sync = 0;
+    tnode_start(&n[1], "replica", B_PEERS, 2, "bus: reject\npeers: [node-a, node-c, node-x]\n", &o);
+    /* raw transports for the senders */
+    gs_error err;
+    gs_error_init(&err);
+    tnode *rogue = &n[0];
+    const char *rogue_yaml = "bus: reject\npeers: [node-b]\n";
+    cr_assert_eq(
+        gs_plugin_load_builtin("memory", "memory", GS_KIND_REPL_TRANSPORT, &rogue->tp, &err),
+        GS_OK);
+    cr_assert_eq(gs_cfg_load_string(rogue_yaml, strlen(rogue_yaml), "r.yaml", &rogue->tdoc, &err),
+                 GS_OK);
+    const gs_plugin_descriptor *d = rogue->tp->desc;
+    rogue->tcfg = gs_calloc(1, d->config_struct_size);
+    cr_assert_eq(gs_cfg_fill(rogue->tdoc, rogue->tdoc->root, "m", d->config_keys,
+                             d->config_key_count, d->config_key_size, rogue->tcfg, &rogue->tarena,
+                             &err),
+                 GS_OK);
+    const gs_repl_transport_vtable *tv = d->vtable;
+    cr_assert_eq(tv->create(&h_host, rogue->tcfg, "node-a", &rogue->tinst, &err), GS_OK);
+    cr_assert_eq(tv->start(rogue->tinst, &quiet, &err), GS_OK, "%s", err.message);
+
+    char now_hlc[64];
+    gs_hlc_encode(gs_hlc_physical_ms(), 1, "node-a", now_hlc, sizeof now_hlc);
+    gs_repl_change ch[3];
+    for (int i = 0; i < 3; i++)
+        ch[i] = one_change("node-a", now_hlc, i + 1);
+    gs_repl_batch b;
+    memset(&b, 0, sizeof b);
+    b.source_node_id = "node-a";
+    b.batch_id = "node-a-1-1";
+    b.from_seq = 1;
+    b.to_seq = 1;
+    b.hlc_min = b.hlc_max = now_hlc;
+    b.changes = ch;
+    b.nchanges = 1;
+    char sum[65];
+    cr_assert_eq(gs_repl_changes_checksum(ch, 1, sum, &err), GS_OK);
+    b.checksum = sum;
+
+    gs_repl_counters c;
+    /* 1: sourceNodeId differs from the sending peer */
+    gs_repl_get_counters(n[1].e, &c);
+    b.source_node_id = "node-z";
+    send_raw(rogue, "node-b", &b);
+    expect_rejected(&n[1], c.rejected, "TOPOLOGY_ERROR");
+    b.source_node_id = "node-a";
+    /* 2: too many changes */
+    gs_repl_get_counters(n[1].e, &c);
+    b.nchanges = 3;
+    char sum3[65];
+    gs_repl_changes_checksum(ch, 3, sum3, &err);
+    b.checksum = sum3;
+    b.to_seq = 3;
+    send_raw(rogue, "node-b", &b);
+    expect_rejected(&n[1], c.rejected, "BATCH_VALIDATION_ERROR");
+    b.nchanges = 1;
+    b.to_seq = 1;
+    b.checksum = sum;
+    /* 3: clock drift */
+    gs_repl_get_counters(n[1].e, &c);
+    char far[64];
+    gs_hlc_encode(gs_hlc_physical_ms() + 3600000, 0, "node-a", far, sizeof far);
+    b.hlc_max = far;
+    send_raw(rogue, "node-b", &b);
+    expect_rejected(&n[1], c.rejected, "BATCH_VALIDATION_ERROR");
+    b.hlc_max = now_hlc;
+    /* 4: checksum mismatch */
+    gs_repl_get_counters(n[1].e, &c);
+    b.checksum = "0000000000000000000000000000000000000000000000000000000000000000";
+    send_raw(rogue, "node-b", &b);
+    expect_rejected(&n[1], c.rejected, "BATCH_VALIDATION_ERROR");
+    b.checksum = sum;
+    cr_assert_eq(gs_repl_position(n[1].e), 0, "a rejected batch moved the applied position");
+    tv->stop(rogue->tinst);
+    tv->destroy(rogue->tinst);
+    rogue->tinst = NULL;
+
+    /* 5: from a configured replica (topology: only the primary sends batches) */
+    tnode *c_node = &n[2];
+    const char *c_yaml = "bus: reject\npeers: [node-b]\n";
+    cr_assert_eq(
+        gs_plugin_load_builtin("memory", "memory", GS_KIND_REPL_TRANSPORT, &c_node->tp, &err),
+        GS_OK);
+    cr_assert_eq(gs_cfg_load_string(c_yaml, strlen(c_yaml), "c.yaml", &c_node->tdoc, &err), GS_OK);
+    c_node->tcfg = gs_calloc(1, d->config_struct_size);
+    cr_assert_eq(gs_cfg_fill(c_node->tdoc, c_node->tdoc->root, "m", d->config_keys,
+                             d->config_key_count, d->config_key_size, c_node->tcfg, &c_node->tarena,
+                             &err),
+                 GS_OK);
+    cr_assert_eq(tv->create(&h_host, c_node->tcfg, "node-c", &c_node->tinst, &err), GS_OK);
+    cr_assert_eq(tv->start(c_node->tinst, &quiet, &err), GS_OK);
+    gs_repl_get_counters(n[1].e, &c);
+    gs_repl_change cc = one_change("node-c", now_hlc, 50);
+    gs_repl_batch bc = b;
+    bc.source_node_id = "node-c";
+    bc.changes = &cc;
+    char sumc[65];
+    gs_repl_changes_checksum(&cc, 1, sumc, &err);
+    bc.checksum = sumc;
+    send_raw(c_node, "node-b", &bc);
+    expect_rejected(&n[1], c.rejected, "TOPOLOGY_ERROR");
+    tv->stop(c_node->tinst);
+
+    /* 6: an unknown peer (node-x is on the bus but not in B's peers) */
+    tnode x;
+    memset(&x, 0, sizeof x);
+    const char *x_yaml = "bus: reject\npeers: [node-b]\n";
+    cr_assert_eq(gs_plugin_load_builtin("memory", "memory", GS_KIND_REPL_TRANSPORT, &x.tp, &err),
+                 GS_OK);
+    cr_assert_eq(gs_cfg_load_string(x_yaml, strlen(x_yaml), "x.yaml", &x.tdoc, &err), GS_OK);
+    x.tcfg = gs_calloc(1, d->config_struct_size);
+    cr_assert_eq(gs_cfg_fill(x.tdoc, x.tdoc->root, "m", d->config_keys, d->config_key_count,
+                             d->config_key_size, x.tcfg, &x.tarena, &err),
+                 GS_OK);
+    cr_assert_eq(tv->create(&h_host, x.tcfg, "node-x", &x.tinst, &err), GS_OK);
+    cr_assert_eq(tv->start(x.tinst, &quiet, &err), GS_OK);
+    gs_repl_get_counters(n[1].e, &c);
+    gs_repl_batch bx = b;
+    bx.source_node_id = "node-x";
+    send_raw(&x, "node-b", &bx);
+    expect_rejected(&n[1], c.rejected, "TOPOLOGY_ERROR");
+    tnode_stop(&x);
+    close_cluster(n);
+}
+
+Test(repl_engine, batch_before_ready_is_rejected)
+{
+    tnode n[3];
+    open_cluster(n);
+    gs_repl_options o = fast_options();
+    /* B waits for a first sync from node-a, which never runs an engine */
+    tnode_start(&n[1], "replica", TO_A, 1, "bus: early\npeers: [node-a]\n", &o);
+    cr_assert_str_eq(gs_repl_sync_phase(n[1].e), "pending");
+    gs_error err;
+    gs_error_init(&err);
+    tnode *a = &n[0];
+    const char *yaml = "bus: early\npeers: [node-b]\n";
+    cr_assert_eq(gs_plugin_load_builtin("memory", "memory", GS_KIND_REPL_TRANSPORT, &a->tp, &err),
+                 GS_OK);
+    cr_assert_eq(gs_cfg_load_string(yaml, strlen(yaml), "a.yaml", &a->tdoc, &err), GS_OK);
+    const gs_plugin_descriptor *d = a->tp->desc;
+    a->tcfg = gs_calloc(1, d->config_struct_size);
+    cr_assert_eq(gs_cfg_fill(a->tdoc, a->tdoc->root, "m", d->config_keys, d->config_key_count,
+                             d->config_key_size, a->tcfg, &a->tarena, &err),
+                 GS_OK);
+    const gs_repl_transport_vtable *tv = d->vtable;
+    cr_assert_eq(tv->create(&h_host, a->tcfg, "node-a", &a->tinst, &err), GS_OK);
+    cr_assert_eq(tv->start(a->tinst, &quiet, &err), GS_OK);
+    gs_repl_batch b;
+    memset(&b, 0, sizeof b);
+    b.source_node_id = "node-a";
+    b.batch_id = "node-a-1-0";
+    b.from_seq = 1;
+    b.to_seq = 0;
+    char sum[65];
+    gs_repl_changes_checksum(NULL, 0, sum, &err);
+    b.checksum = sum;
+    gs_repl_counters c;
+    gs_repl_get_counters(n[1].e, &c);
+    send_raw(a, "node-b", &b);
+    expect_rejected(&n[1], c.rejected, "REPLICATION_ERROR");
+    close_cluster(n);
+}
