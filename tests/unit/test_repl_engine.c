@@ -451,7 +451,8 @@ static void quiet_peer(void *user, const char *node_id, int connected)
     (void)user, (void)node_id, (void)connected;
 }
 
-static gs_repl_events quiet = {sizeof(gs_repl_events), NULL, quiet_message, quiet_peer};
+static gs_repl_events quiet = {
+    .struct_size = sizeof(gs_repl_events), .on_message = quiet_message, .on_peer = quiet_peer};
 
 static void expect_rejected(tnode *rep, uint64_t before, const char *code)
 {

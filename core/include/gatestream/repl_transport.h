@@ -33,6 +33,16 @@ typedef struct gs_repl_events {
                        uint64_t call_id, const uint8_t *bytes, size_t len);
     /** A peer connected (1) or left (0). A disconnect is not a death signal. */
     void (*on_peer)(void *user, const char *node_id, int connected);
+    /* ---- ABI 1.3: what the engine tells the transport about this node (spec 04
+     * TransportConfig); read them only when struct_size covers them ---- */
+    /** @since 1.3 "primary" | "replica" (the Hello role). */
+    const char *local_role;
+    /** @since 1.3 Coordinator mode: the group id, NULL in static mode. */
+    const char *group_id;
+    /** @since 1.3 Coordinator mode: the primary term, 0 (absent) in static mode. */
+    int64_t primary_term;
+    /** @since 1.3 The replication protocol version this node speaks (Hello). */
+    const char *protocol_version;
 } gs_repl_events;
 
 /** @since 1.0 */

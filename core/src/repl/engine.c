@@ -1033,6 +1033,10 @@ gs_status gs_repl_engine_start(gs_database *db, const gs_repl_options *o, gs_rep
     e->events.user = e;
     e->events.on_message = on_message;
     e->events.on_peer = on_peer;
+    e->events.local_role = e->role;
+    e->events.group_id = NULL;
+    e->events.primary_term = 0;
+    e->events.protocol_version = GS_REPL_PROTOCOL_VERSION;
     if (pthread_create(&e->in_thread, NULL, inbound_main, e) != 0) {
         gs_repl_engine_free(e);
         return gs_error_set(err, 0, "REPLICATION_ERROR", "cannot start the inbound thread");

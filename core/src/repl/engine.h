@@ -35,6 +35,9 @@
 
 typedef struct gs_repl_engine gs_repl_engine;
 
+/** The replication protocol this engine speaks (Hello.protocol_version). */
+#define GS_REPL_PROTOCOL_VERSION "1.0"
+
 typedef struct gs_repl_peer_cfg {
     const char *id;
     const char *role; /**< "primary" | "replica" */
