@@ -5,6 +5,7 @@
  */
 #include "node_internal.h"
 
+#include "../api/api_internal.h"
 #include "../base/alloc.h"
 #include "../base/error.h"
 #include "../base/log.h"
@@ -136,6 +137,21 @@ static void lag_exceeded(void *user, const char *peer, double lag_seconds)
            peer, lag_seconds, n->s.replication.flow_control.max_lag_seconds);
 }
 
+/* onBeforeForwardedQuery: a write forwarded by a replica passes the beforeQuery hooks of
+ * this node (the primary) under the operation name "$forwarded", with no identity (the
+ * replica authenticated its caller). Inbound replication thread. */
+static gs_status before_forwarded(void *user, const char *sql, json_t *params, gs_error *err)
+{
+    gs_node *n = user;
+    gs_api *api = __atomic_load_n(&n->api, __ATOMIC_ACQUIRE);
+    if (!api)
+        return GS_OK;
+    const gs_settings_db *d = replicated_db(n, err);
+    if (!d)
+        return GS_ERROR;
+    return gs_api_before_query_op(api, d->id, "$forwarded", sql, params, NULL, 1, err);
+}
+
 gs_status gs_node_repl_start(gs_node *n, gs_error *err)
 {
     const gs_settings_repl *r = &n->s.replication;
@@ -202,6 +218,7 @@ gs_status gs_node_repl_start(gs_node *n, gs_error *err)
     o.resume_from_seq = r->resume_from_seq;
     o.flow_max_lag_seconds = r->flow_control.max_lag_seconds;
     o.on_lag_exceeded = lag_exceeded;
+    o.before_forwarded = before_forwarded;
     o.user = n;
     gs_status st = gs_repl_engine_start(db, &o, &n->repl, err);
     gs_free(peers);

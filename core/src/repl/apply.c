@@ -93,6 +93,8 @@ typedef struct applier {
     tinfo *tables;
     size_t ntables, cap_tables;
     int has_log;
+    int head_known;   /* log_head holds the change log's highest seq */
+    int64_t log_head; /* kept by counting the rows each change's triggers add */
     gs_buf sql;
 } applier;
 
@@ -641,8 +643,10 @@ static gs_status stamp_origin(applier *a, const gs_repl_change *c, int64_t befor
 {
     if (!a->has_log)
         return GS_OK;
+    /* Every row past `before` was written by this change's triggers (the writer is the only
+     * writer and seqs are AUTOINCREMENT): a rowid range, no index probe. */
     static const char SQL[] = "UPDATE _sirannon_changes SET node_id = ?1, tx_id = ?2, hlc = ?3 "
-                              "WHERE seq > ?4 AND node_id = ''";
+                              "WHERE seq > ?4";
     gs_stmt *st;
     if (prep(a->conn, SQL, sizeof SQL - 1, &st, err) != GS_OK)
         return GS_ERROR;
@@ -658,6 +662,7 @@ static gs_status stamp_origin(applier *a, const gs_repl_change *c, int64_t befor
         gs_error_prefix(err, "stamping the applied change rows");
         return GS_ERROR;
     }
+    a->log_head = before + sqlite3_changes64(gs_conn_db(a->conn));
     return GS_OK;
 }
 
@@ -1049,10 +1054,15 @@ static gs_status apply_change(applier *a, const gs_repl_change *c, size_t i, gs_
 {
     if (merge_clock(a, c, i, err) != GS_OK)
         return GS_ERROR;
-    int64_t before;
-    if (log_max_seq(a, &before, err) != GS_OK)
-        return GS_ERROR;
-    gs_status rc = strcmp(c->operation, "ddl") == 0 ? apply_ddl(a, c, err) : apply_data(a, c, err);
+    int ddl = strcmp(c->operation, "ddl") == 0;
+    if (ddl || !a->head_known) {
+        /* DDL may create or drop the log's tables: read the head again afterwards */
+        if (log_max_seq(a, &a->log_head, err) != GS_OK)
+            return GS_ERROR;
+        a->head_known = !ddl;
+    }
+    int64_t before = a->log_head;
+    gs_status rc = ddl ? apply_ddl(a, c, err) : apply_data(a, c, err);
     if (rc == GS_OK)
         rc = stamp_origin(a, c, before, err);
     return rc;
