@@ -646,3 +646,61 @@ Test(repl_engine, batch_before_ready_is_rejected)
     expect_rejected(&n[1], c.rejected, "REPLICATION_ERROR");
     close_cluster(n);
 }
+
+/* ---- flow control and sync limits ---- */
+
+static int lag_calls;
+static char lag_peer[64];
+
+static void on_lag(void *user, const char *peer, double lag_seconds)
+{
+    (void)user;
+    (void)lag_seconds;
+    snprintf(lag_peer, sizeof lag_peer, "%s", peer);
+    __atomic_add_fetch(&lag_calls, 1, __ATOMIC_SEQ_CST);
+}
+
+Test(repl_engine, flow_control_reports_a_lagging_replica_once)
+{
+    tnode n[3];
+    open_cluster(n);
+    create_schema(n[0].db);
+    gs_repl_options o = fast_options();
+    o.flow_max_lag_seconds = 0.2;
+    o.on_lag_exceeded = on_lag;
+    o.ack_timeout_ms = 60000; /* no retransmission noise */
+    start_cluster(n, "flow", NULL, &o);
+    tnode *reps[] = {&n[1], &n[2]};
+    cr_assert(wait_converged(&n[0], reps, 2, 30000));
+    cr_assert_eq(__atomic_load_n(&lag_calls, __ATOMIC_SEQ_CST), 0, "no lag while in step");
+    /* C stops hearing the primary's batches but stays connected: its acks stop */
+    tnode_control(&n[0], "drop 1 node-c");
+    exec_ok(n[0].db, "INSERT INTO items (id) VALUES (1)");
+    int64_t deadline = gs_test_now_ms() + 10000;
+    while (__atomic_load_n(&lag_calls, __ATOMIC_SEQ_CST) == 0 && gs_test_now_ms() < deadline)
+        usleep(5000); /* polling a condition, bounded by the deadline */
+    cr_assert_eq(__atomic_load_n(&lag_calls, __ATOMIC_SEQ_CST), 1, "lag reported once");
+    cr_assert_str_eq(lag_peer, "node-c");
+    close_cluster(n);
+}
+
+Test(repl_engine, max_concurrent_syncs_queues_the_extra_joiner)
+{
+    tnode n[3];
+    open_cluster(n);
+    create_schema(n[0].db);
+    for (int i = 0; i < 200; i++) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "INSERT INTO items (id, name) VALUES (%d, 'x')", i + 1);
+        exec_ok(n[0].db, sql);
+    }
+    gs_repl_options o = fast_options();
+    o.max_concurrent_syncs = 1;
+    o.sync_batch_size = 10; /* 20 round trips: the syncs overlap */
+    start_cluster(n, "limit", "delay_ms_min: 1\ndelay_ms_max: 1\n", &o);
+    tnode *reps[] = {&n[1], &n[2]};
+    cr_assert(wait_converged(&n[0], reps, 2, 60000), "both joiners finish, one after the other");
+    assert_same(&n[0], &n[1]);
+    assert_same(&n[0], &n[2]);
+    close_cluster(n);
+}

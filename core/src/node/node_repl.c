@@ -17,6 +17,9 @@
 #include <stdio.h>
 #include <string.h>
 
+static gs_status build_options(gs_node *n, gs_repl_options *o, gs_repl_peer_cfg **peers_out,
+                               gs_repl_table_resolver **trs_out, gs_error *err);
+
 static const gs_settings_db *replicated_db(gs_node *n, gs_error *err)
 {
     const gs_settings_repl *r = &n->s.replication;
@@ -114,7 +117,16 @@ gs_status gs_node_repl_check(gs_node *n, gs_error *err)
             return GS_ERROR;
         }
     }
-    return GS_OK;
+    /* the engine's own checks (roles, peers, limits), so --check-config proves them */
+    gs_repl_options o;
+    gs_repl_peer_cfg *peers = NULL;
+    gs_repl_table_resolver *trs = NULL;
+    gs_status st = build_options(n, &o, &peers, &trs, err);
+    if (st == GS_OK && (st = gs_repl_options_check(&o, err)) != GS_OK)
+        gs_error_prefix(err, "%s: replication", n->doc->file);
+    gs_free(peers);
+    gs_free(trs);
+    return st;
 }
 
 static gs_repl_resolver_ref ref_of(gs_instance *inst)
@@ -152,6 +164,68 @@ static gs_status before_forwarded(void *user, const char *sql, json_t *params, g
     return gs_api_before_query_op(api, d->id, "$forwarded", sql, params, NULL, 1, err);
 }
 
+/* The engine's options from the section; peers and trs are filled (caller frees). */
+static gs_status build_options(gs_node *n, gs_repl_options *o, gs_repl_peer_cfg **peers_out,
+                               gs_repl_table_resolver **trs_out, gs_error *err)
+{
+    const gs_settings_repl *r = &n->s.replication;
+    gs_repl_options_default(o);
+    o->node_id = n->s.node.id;
+    o->role = r->role;
+    gs_repl_peer_cfg *peers = gs_calloc(r->peers.count ? r->peers.count : 1, sizeof *peers);
+    gs_repl_table_resolver *trs =
+        gs_calloc(r->resolvers.count ? r->resolvers.count : 1, sizeof *trs);
+    *peers_out = peers;
+    *trs_out = trs;
+    if (!peers || !trs)
+        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+    const gs_settings_repl_peer *ps = r->peers.items;
+    for (size_t i = 0; i < r->peers.count; i++) {
+        peers[i].id = ps[i].id;
+        peers[i].role = ps[i].role;
+    }
+    o->peers = peers;
+    o->npeers = r->peers.count;
+    gs_instance *t = gs_node_find_instance(n, r->transport);
+    o->transport = t->plugin->desc->vtable;
+    o->transport_instance = t->instance;
+    gs_instance *def = r->resolver ? gs_node_find_instance(n, r->resolver) : &n->lww;
+    o->default_resolver = ref_of(def);
+    o->keep_column_versions = is_field_merge(def);
+    const gs_settings_repl_resolver *rs = r->resolvers.items;
+    for (size_t i = 0; i < r->resolvers.count; i++) {
+        gs_instance *ri = gs_node_find_instance(n, rs[i].resolver);
+        trs[i].table = rs[i].table;
+        trs[i].ref = ref_of(ri);
+        o->keep_column_versions |= is_field_merge(ri);
+    }
+    o->resolvers = trs;
+    o->nresolvers = r->resolvers.count;
+    o->batch_size = r->batch_size;
+    o->batch_interval_ms = r->batch_interval_ms;
+    o->max_pending_batches = r->max_pending_batches;
+    o->max_batch_changes = r->max_batch_changes;
+    o->max_clock_drift_ms = r->max_clock_drift_ms;
+    o->ack_timeout_ms = r->ack_timeout_ms;
+    o->initial_sync = r->initial_sync;
+    o->sync_batch_size = r->sync_batch_size;
+    o->max_concurrent_syncs = r->max_concurrent_syncs;
+    o->max_sync_duration_ms = r->max_sync_duration_ms;
+    o->max_sync_lag_before_ready = r->max_sync_lag_before_ready;
+    o->sync_ack_timeout_ms = r->sync_ack_timeout_ms;
+    o->catch_up_deadline_ms = r->catch_up_deadline_ms;
+    o->write_forwarding = r->write_forwarding;
+    o->forward_deadline_ms = r->forward_deadline_ms;
+    o->write_concern = r->write_concern;
+    o->write_concern_timeout_ms = r->write_concern_timeout_ms;
+    o->resume_from_seq = r->resume_from_seq;
+    o->flow_max_lag_seconds = r->flow_control.max_lag_seconds;
+    o->on_lag_exceeded = lag_exceeded;
+    o->before_forwarded = before_forwarded;
+    o->user = n;
+    return GS_OK;
+}
+
 gs_status gs_node_repl_start(gs_node *n, gs_error *err)
 {
     const gs_settings_repl *r = &n->s.replication;
@@ -164,63 +238,11 @@ gs_status gs_node_repl_start(gs_node *n, gs_error *err)
     if (!db)
         return GS_ERROR;
     gs_repl_options o;
-    gs_repl_options_default(&o);
-    o.node_id = n->s.node.id;
-    o.role = r->role;
-    gs_repl_peer_cfg *peers = gs_calloc(r->peers.count ? r->peers.count : 1, sizeof *peers);
-    gs_repl_table_resolver *trs =
-        gs_calloc(r->resolvers.count ? r->resolvers.count : 1, sizeof *trs);
-    if (!peers || !trs) {
-        gs_free(peers);
-        gs_free(trs);
-        gs_registry_release(n->reg, db);
-        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
-    }
-    const gs_settings_repl_peer *ps = r->peers.items;
-    for (size_t i = 0; i < r->peers.count; i++) {
-        peers[i].id = ps[i].id;
-        peers[i].role = ps[i].role;
-    }
-    o.peers = peers;
-    o.npeers = r->peers.count;
-    gs_instance *t = gs_node_find_instance(n, r->transport);
-    o.transport = t->plugin->desc->vtable;
-    o.transport_instance = t->instance;
-    gs_instance *def = r->resolver ? gs_node_find_instance(n, r->resolver) : &n->lww;
-    o.default_resolver = ref_of(def);
-    o.keep_column_versions = is_field_merge(def);
-    const gs_settings_repl_resolver *rs = r->resolvers.items;
-    for (size_t i = 0; i < r->resolvers.count; i++) {
-        gs_instance *ri = gs_node_find_instance(n, rs[i].resolver);
-        trs[i].table = rs[i].table;
-        trs[i].ref = ref_of(ri);
-        o.keep_column_versions |= is_field_merge(ri);
-    }
-    o.resolvers = trs;
-    o.nresolvers = r->resolvers.count;
-    o.batch_size = r->batch_size;
-    o.batch_interval_ms = r->batch_interval_ms;
-    o.max_pending_batches = r->max_pending_batches;
-    o.max_batch_changes = r->max_batch_changes;
-    o.max_clock_drift_ms = r->max_clock_drift_ms;
-    o.ack_timeout_ms = r->ack_timeout_ms;
-    o.initial_sync = r->initial_sync;
-    o.sync_batch_size = r->sync_batch_size;
-    o.max_concurrent_syncs = r->max_concurrent_syncs;
-    o.max_sync_duration_ms = r->max_sync_duration_ms;
-    o.max_sync_lag_before_ready = r->max_sync_lag_before_ready;
-    o.sync_ack_timeout_ms = r->sync_ack_timeout_ms;
-    o.catch_up_deadline_ms = r->catch_up_deadline_ms;
-    o.write_forwarding = r->write_forwarding;
-    o.forward_deadline_ms = r->forward_deadline_ms;
-    o.write_concern = r->write_concern;
-    o.write_concern_timeout_ms = r->write_concern_timeout_ms;
-    o.resume_from_seq = r->resume_from_seq;
-    o.flow_max_lag_seconds = r->flow_control.max_lag_seconds;
-    o.on_lag_exceeded = lag_exceeded;
-    o.before_forwarded = before_forwarded;
-    o.user = n;
-    gs_status st = gs_repl_engine_start(db, &o, &n->repl, err);
+    gs_repl_peer_cfg *peers = NULL;
+    gs_repl_table_resolver *trs = NULL;
+    gs_status st = build_options(n, &o, &peers, &trs, err);
+    if (st == GS_OK)
+        st = gs_repl_engine_start(db, &o, &n->repl, err);
     gs_free(peers);
     gs_free(trs);
     gs_registry_release(n->reg, db);

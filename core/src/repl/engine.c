@@ -930,7 +930,7 @@ static gs_status copy_options(gs_repl_engine *e, const gs_repl_options *o, gs_er
     return GS_OK;
 }
 
-static gs_status check_options(const gs_repl_options *o, gs_error *err)
+gs_status gs_repl_options_check(const gs_repl_options *o, gs_error *err)
 {
     if (!o->node_id || !o->node_id[0])
         return gs_error_set(err, 0, "INVALID_CONFIG", "replication needs a node id (node.id)");
@@ -986,7 +986,7 @@ gs_status gs_repl_engine_start(gs_database *db, const gs_repl_options *o, gs_rep
                                gs_error *err)
 {
     *out = NULL;
-    if (check_options(o, err) != GS_OK)
+    if (gs_repl_options_check(o, err) != GS_OK)
         return GS_ERROR;
     if (!db->cdc)
         return gs_error_set(err, 0, "INVALID_CONFIG",

@@ -92,6 +92,10 @@ typedef struct gs_repl_options {
 /** The spec's defaults (pointers NULL, role "primary", write concern "local"). */
 void gs_repl_options_default(gs_repl_options *o);
 
+/** Check options without starting anything (--check-config): INVALID_CONFIG naming the
+ * problem (role, peers, limits, write concern). */
+gs_status gs_repl_options_check(const gs_repl_options *o, gs_error *err);
+
 /**
  * Create the replication tables, turn on change capture for every table, start the
  * transport and the engine's threads, and attach the engine to db (gs_db_repl). Errors:
