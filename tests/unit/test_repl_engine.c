@@ -215,7 +215,7 @@ Test(repl_engine, converges_under_drop_duplicate_and_reorder)
     tnode_control(&n[0], "drop 0.1");
     tnode_control(&n[0], "duplicate 0.1");
     tnode_control(&n[0], "reorder 0.1");
-    mixed_writes(n[0].db, 3000, 11, 1);
+    mixed_writes(n[0].db, 10000, 11, 1);
     cr_assert(wait_converged(&n[0], reps, 2, 90000), "replicas did not converge under faults");
     assert_same(&n[0], &n[1]);
     assert_same(&n[0], &n[2]);

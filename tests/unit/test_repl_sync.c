@@ -172,3 +172,239 @@ Test(repl_sync, a_sync_cut_short_resumes_from_completed_tables)
     tnode_close(&b);
     tnode_close(&a);
 }
+
+/* ---- a rogue source: the joiner's checks on what a primary streams ---- */
+
+#include "repl/checksum.h"
+#include "repl/codec.h"
+
+typedef struct inbox {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    gs_sync_message msgs[64];
+    int n;
+} inbox;
+
+static void inbox_message(void *user, const char *from, gs_repl_msg_type type, uint64_t call_id,
+                          const uint8_t *bytes, size_t len)
+{
+    (void)from, (void)call_id;
+    inbox *in = user;
+    if (type != GS_REPL_MSG_SYNC)
+        return;
+    gs_sync_message m;
+    gs_error err;
+    gs_error_init(&err);
+    if (gs_sync_message_decode(bytes, len, &m, &err) != GS_OK)
+        return;
+    pthread_mutex_lock(&in->m);
+    if (in->n < 64)
+        in->msgs[in->n++] = m;
+    else
+        gs_sync_message_free(&m);
+    pthread_cond_broadcast(&in->c);
+    pthread_mutex_unlock(&in->m);
+}
+
+static void inbox_peer(void *user, const char *id, int up)
+{
+    (void)user, (void)id, (void)up;
+}
+
+/* Wait for the k-th message (0-based) of a kind; returns its index. */
+static int inbox_wait(inbox *in, gs_sync_kind kind, int k)
+{
+    struct timespec ts = gs_test_realtime_in(20000);
+    pthread_mutex_lock(&in->m);
+    for (;;) {
+        int seen = 0;
+        for (int i = 0; i < in->n; i++)
+            if (in->msgs[i].kind == kind && seen++ == k) {
+                pthread_mutex_unlock(&in->m);
+                return i;
+            }
+        if (pthread_cond_timedwait(&in->c, &in->m, &ts) != 0)
+            break;
+    }
+    pthread_mutex_unlock(&in->m);
+    cr_assert_fail("no message of kind %d number %d arrived", (int)kind, k);
+    return -1;
+}
+
+static void rogue_send(tnode *r, const gs_sync_message *m)
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    gs_error err;
+    gs_error_init(&err);
+    cr_assert_eq(gs_sync_message_encode(m, &bytes, &len, &err), GS_OK);
+    cr_assert_eq(((const gs_repl_transport_vtable *)r->tp->desc->vtable)
+                     ->send(r->tinst, "node-b", GS_REPL_MSG_SYNC, 0, bytes, len, &err),
+                 GS_OK, "%s", err.message);
+    gs_free(bytes);
+}
+
+static int table_rows(const char *path, const char *table)
+{
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    char q[128];
+    snprintf(q, sizeof q, "SELECT count(*) FROM \"%s\"", table);
+    sqlite3_stmt *st = NULL;
+    int n = -1;
+    if (sqlite3_prepare_v2(db, q, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+Test(repl_sync, a_manifest_mismatch_wipes_the_synced_tables_and_starts_again)
+{
+    tnode a, b;
+    memset(&a, 0, sizeof a);
+    snprintf(a.id, sizeof a.id, "node-a");
+    gs_error err;
+    gs_error_init(&err);
+    const char *yaml = "bus: rogue\npeers: [node-b]\n";
+    cr_assert_eq(gs_plugin_load_builtin("memory", "memory", GS_KIND_REPL_TRANSPORT, &a.tp, &err),
+                 GS_OK);
+    cr_assert_eq(gs_cfg_load_string(yaml, strlen(yaml), "a.yaml", &a.tdoc, &err), GS_OK);
+    const gs_plugin_descriptor *d = a.tp->desc;
+    a.tcfg = gs_calloc(1, d->config_struct_size);
+    cr_assert_eq(gs_cfg_fill(a.tdoc, a.tdoc->root, "m", d->config_keys, d->config_key_count,
+                             d->config_key_size, a.tcfg, &a.tarena, &err),
+                 GS_OK);
+    const gs_repl_transport_vtable *tv = d->vtable;
+    cr_assert_eq(tv->create(&h_host, a.tcfg, "node-a", &a.tinst, &err), GS_OK);
+    inbox in;
+    memset(&in, 0, sizeof in);
+    pthread_mutex_init(&in.m, NULL);
+    pthread_cond_init(&in.c, NULL);
+    gs_repl_events ev = {
+        .struct_size = sizeof ev, .user = &in, .on_message = inbox_message, .on_peer = inbox_peer};
+    cr_assert_eq(tv->start(a.tinst, &ev, &err), GS_OK);
+
+    tnode_open(&b, dir, "node-b");
+    gs_repl_options o;
+    gs_repl_options_default(&o);
+    o.batch_interval_ms = 20;
+    tnode_start(&b, "replica", TO_A, 1, "bus: rogue\npeers: [node-a]\n", &o);
+    int i = inbox_wait(&in, GS_SMSG_REQUEST, 0);
+    char rid[64];
+    snprintf(rid, sizeof rid, "%s", in.msgs[i].request.request_id);
+    cr_assert(in.msgs[i].request.supports_stream_verification);
+
+    /* schema, then one batch of two rows */
+    char *schema[] = {"CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"};
+    char sum[65];
+    cr_assert_eq(gs_repl_strings_checksum(schema, 1, sum, &err), GS_OK);
+    gs_sync_message m;
+    memset(&m, 0, sizeof m);
+    m.kind = GS_SMSG_BATCH;
+    m.batch.request_id = rid;
+    m.batch.table = "__schema__";
+    m.batch.schema = schema;
+    m.batch.nschema = 1;
+    m.batch.checksum = sum;
+    m.batch.is_last_batch_for_table = 1;
+    m.batch.total_tables = 1;
+    rogue_send(&a, &m);
+    i = inbox_wait(&in, GS_SMSG_ACK, 0);
+    cr_assert(in.msgs[i].ack.success, "schema refused: %s", in.msgs[i].ack.error);
+
+    gs_rrow rows[2];
+    memset(rows, 0, sizeof rows);
+    for (int r = 0; r < 2; r++) {
+        gs_rval id = {.type = GS_RVAL_INT, .i = r + 1};
+        gs_rval v;
+        gs_value tv2 = {.type = GS_VALUE_TEXT, .u.text = {"row", 3}};
+        gs_rval_from_value(&v, &tv2, &err);
+        gs_rrow_add_take(&rows[r], "id", &id, &err);
+        gs_rrow_add_take(&rows[r], "v", &v, &err);
+    }
+    cr_assert_eq(gs_repl_rows_checksum(rows, 2, sum, &err), GS_OK);
+    memset(&m, 0, sizeof m);
+    m.kind = GS_SMSG_BATCH;
+    m.batch.request_id = rid;
+    m.batch.table = "t";
+    m.batch.rows = rows;
+    m.batch.nrows = 2;
+    m.batch.checksum = sum;
+    m.batch.is_last_batch_for_table = 1;
+    rogue_send(&a, &m);
+    i = inbox_wait(&in, GS_SMSG_ACK, 1);
+    cr_assert(in.msgs[i].ack.success, "rows refused: %s", in.msgs[i].ack.error);
+    cr_assert_eq(table_rows(b.path, "t"), 2);
+
+    /* a manifest whose digest does not match what was streamed */
+    gs_sync_manifest mf = {"t", 2, NULL, "00"};
+    memset(&m, 0, sizeof m);
+    m.kind = GS_SMSG_COMPLETE;
+    m.complete.request_id = rid;
+    m.complete.snapshot_seq = 7;
+    m.complete.manifests = &mf;
+    m.complete.nmanifests = 1;
+    rogue_send(&a, &m);
+    /* the joiner wipes and asks again from scratch */
+    i = inbox_wait(&in, GS_SMSG_REQUEST, 1);
+    cr_assert_eq(in.msgs[i].request.ncompleted, 0, "a wiped sync resumes nothing");
+    cr_assert_neq(strcmp(in.msgs[i].request.request_id, rid), 0, "a new request id");
+    cr_assert_eq(table_rows(b.path, "t"), 0, "the synced rows were wiped");
+    cr_assert_neq(strcmp(gs_repl_sync_phase(b.e), "ready"), 0);
+    gs_error last;
+    gs_error_init(&last);
+    gs_repl_last_error(b.e, &last);
+    cr_assert_str_eq(last.code, "SYNC_ERROR", "%s", last.message);
+
+    /* an out-of-order batch is refused */
+    char rid2[64];
+    snprintf(rid2, sizeof rid2, "%s", in.msgs[i].request.request_id);
+    memset(&m, 0, sizeof m);
+    m.kind = GS_SMSG_BATCH;
+    m.batch.request_id = rid2;
+    m.batch.table = "__schema__";
+    m.batch.schema = schema;
+    m.batch.nschema = 1;
+    cr_assert_eq(gs_repl_strings_checksum(schema, 1, sum, &err), GS_OK);
+    m.batch.checksum = sum;
+    m.batch.is_last_batch_for_table = 1;
+    rogue_send(&a, &m);
+    inbox_wait(&in, GS_SMSG_ACK, 2);
+    cr_assert_eq(gs_repl_rows_checksum(rows, 2, sum, &err), GS_OK);
+    memset(&m, 0, sizeof m);
+    m.kind = GS_SMSG_BATCH;
+    m.batch.request_id = rid2;
+    m.batch.table = "t";
+    m.batch.batch_index = 3;
+    m.batch.rows = rows;
+    m.batch.nrows = 2;
+    m.batch.checksum = sum;
+    rogue_send(&a, &m);
+    i = inbox_wait(&in, GS_SMSG_ACK, 3);
+    cr_assert(!in.msgs[i].ack.success, "an out-of-order batch was accepted");
+    /* and a batch whose checksum does not match its rows */
+    m.batch.batch_index = 0;
+    m.batch.checksum = "0000000000000000000000000000000000000000000000000000000000000000";
+    rogue_send(&a, &m);
+    i = inbox_wait(&in, GS_SMSG_ACK, 4);
+    cr_assert(!in.msgs[i].ack.success, "a batch with a bad checksum was accepted");
+    cr_assert_eq(table_rows(b.path, "t"), 0);
+
+    for (int r = 0; r < 2; r++) {
+        for (size_t c = 0; c < rows[r].n; c++) {
+            gs_free(rows[r].names[c]);
+            gs_rval_free(&rows[r].vals[c]);
+        }
+        gs_free(rows[r].names);
+        gs_free(rows[r].vals);
+    }
+    tnode_close(&b);
+    tv->stop(a.tinst);
+    tnode_stop(&a);
+    pthread_mutex_lock(&in.m);
+    for (int k = 0; k < in.n; k++)
+        gs_sync_message_free(&in.msgs[k]);
+    pthread_mutex_unlock(&in.m);
+}
