@@ -93,6 +93,8 @@ typedef struct tnode {
     gs_repl_engine *e;
 } tnode;
 
+static int64_t h_retention_ms; /* > 0: cdc_retention_ms of the databases tnode_open opens */
+
 static void tnode_open(tnode *n, const char *dir, const char *id)
 {
     memset(n, 0, sizeof *n);
@@ -102,6 +104,8 @@ static void tnode_open(tnode *n, const char *dir, const char *id)
     gs_db_options_default(&o);
     o.node_id = n->id;
     o.read_pool_size = 2;
+    if (h_retention_ms > 0)
+        o.cdc_retention_ms = h_retention_ms;
     gs_error err;
     gs_error_init(&err);
     cr_assert_eq(gs_db_open(id, n->path, &o, &n->db, &err), GS_OK, "open %s: %s", id, err.message);

@@ -704,3 +704,101 @@ Test(repl_engine, max_concurrent_syncs_queues_the_extra_joiner)
     assert_same(&n[0], &n[2]);
     close_cluster(n);
 }
+
+/* ---- retention and replicas ---- */
+
+#include "db/cdc_internal.h"
+
+/* Age every change-log row of a file so retention may prune it. */
+static void age_log(const char *path)
+{
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    cr_assert_eq(sqlite3_exec(db, "UPDATE _sirannon_changes SET changed_at = 0", NULL, NULL, NULL),
+                 SQLITE_OK, "%s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
+static int64_t log_rows(const char *path)
+{
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *st = NULL;
+    int64_t n = -1;
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM _sirannon_changes", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+Test(repl_engine, retention_keeps_what_a_cut_off_replica_still_needs)
+{
+    h_retention_ms = 1000;
+    tnode n[3];
+    open_cluster(n);
+    create_schema(n[0].db);
+    gs_repl_options o = fast_options();
+    start_cluster(n, "retain", NULL, &o);
+    tnode *reps[] = {&n[1], &n[2]};
+    cr_assert(wait_converged(&n[0], reps, 2, 30000));
+    tnode_control(&n[0], "partition node-a node-c");
+    mixed_writes(n[0].db, 300, 21, 1);
+    tnode *b_only[] = {&n[1]};
+    cr_assert(wait_converged(&n[0], b_only, 1, 30000));
+    age_log(n[0].path);
+    gs_error err;
+    gs_error_init(&err);
+    cr_assert_eq(gs_cdc_prune_now(n[0].db, &err), GS_OK, "%s", err.message);
+    cr_assert_geq(log_rows(n[0].path), 300, "retention pruned changes node-c has not seen");
+    tnode_control(&n[0], "heal");
+    cr_assert(wait_converged(&n[0], reps, 2, 30000), "node-c did not catch up after the heal");
+    assert_same(&n[0], &n[2]);
+    /* once everyone has them, they go */
+    age_log(n[0].path);
+    cr_assert_eq(gs_cdc_prune_now(n[0].db, &err), GS_OK, "%s", err.message);
+    cr_assert_lt(log_rows(n[0].path), 300);
+    close_cluster(n);
+    h_retention_ms = 0;
+}
+
+Test(repl_engine, a_replica_behind_the_pruned_log_is_refused_not_silently_skipped)
+{
+    h_retention_ms = 1000;
+    tnode n[3];
+    open_cluster(n);
+    create_schema(n[0].db);
+    gs_repl_options o = fast_options();
+    /* the primary alone writes, and its log is pruned */
+    tnode_start(&n[0], "primary", A_PEERS, 2, "bus: behind\npeers: [node-b, node-c]\n", &o);
+    for (int i = 1; i <= 50; i++) {
+        char sql[80];
+        snprintf(sql, sizeof sql, "INSERT INTO items (id) VALUES (%d)", i);
+        exec_ok(n[0].db, sql);
+    }
+    age_log(n[0].path);
+    gs_error err;
+    gs_error_init(&err);
+    cr_assert_eq(gs_cdc_prune_now(n[0].db, &err), GS_OK, "%s", err.message);
+    /* a replica that skips the first sync starts at 0: the pruned changes are gone */
+    gs_repl_options ro = o;
+    ro.initial_sync = 0;
+    tnode_start(&n[1], "replica", TO_A, 1, "bus: behind\npeers: [node-a]\n", &ro);
+    int64_t deadline = gs_test_now_ms() + 10000;
+    gs_error last;
+    do {
+        gs_error_init(&last);
+        gs_repl_last_error(n[0].e, &last);
+        if (strstr(last.message, "cannot catch up"))
+            break;
+        usleep(5000); /* polling a condition, bounded by the deadline */
+    } while (gs_test_now_ms() < deadline);
+    cr_assert(strstr(last.message, "cannot catch up"), "not reported: %s", last.message);
+    cr_assert_eq(gs_repl_position(n[1].e), 0, "the replica was sent a log with a hole");
+    close_cluster(n);
+    h_retention_ms = 0;
+}

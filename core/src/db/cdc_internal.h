@@ -83,6 +83,7 @@ typedef struct gs_cdc {
     atomic_int capture_all;      /**< replication: every user table is watched, DDL is checked
                                       and recorded in the log (gs_cdc_capture_all_refresh) */
     _Atomic uint64_t hold;       /**< retention keeps every row with a seq above this */
+    _Atomic uint64_t repl_hold;  /**< likewise for replication: the lowest replica position */
     _Atomic uint64_t pruned_seq; /**< highest seq retention deleted (also in _sirannon_meta) */
     gs_hlc clock;
     uint64_t rng[2]; /**< writer thread: transaction ids */

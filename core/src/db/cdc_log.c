@@ -142,6 +142,7 @@ gs_status gs_cdc_create(gs_database *db, gs_error *err)
     atomic_init(&cdc->nsubs, 0);
     atomic_init(&cdc->nwatched, 0);
     atomic_init(&cdc->hold, UINT64_MAX);
+    atomic_init(&cdc->repl_hold, UINT64_MAX);
     atomic_init(&cdc->pruned_seq, 0);
     atomic_init(&cdc->feed_running, 0);
     atomic_init(&cdc->prune_queued, 0);
@@ -681,6 +682,9 @@ static gs_status prune_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
     uint64_t bound = 0;
     pthread_mutex_lock(&cdc->prune_mu);
     uint64_t hold = atomic_load(&cdc->hold);
+    uint64_t repl_hold = atomic_load(&cdc->repl_hold);
+    if (repl_hold < hold)
+        hold = repl_hold; /* a replica still needs these rows */
     if (hold > (uint64_t)INT64_MAX)
         hold = (uint64_t)INT64_MAX;
     if (gs_cdc_exec(conn, "BEGIN IMMEDIATE", err) != GS_OK) {

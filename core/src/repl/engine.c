@@ -495,6 +495,7 @@ static void receive_ack(gs_repl_engine *e, const char *from, const gs_repl_ack *
             p->last_sent_seq = p->last_acked_seq;
     }
     p->last_ack_ms = gs_repl_now_ms();
+    p->has_position = 1;
     e->timer_wake = 1;
     pthread_cond_signal(&e->timer_cond);
     pthread_mutex_unlock(&e->mu);
@@ -623,6 +624,25 @@ static int send_to_peer(gs_repl_engine *e, size_t idx)
     int64_t after = p->last_sent_seq;
     char peer_id[128];
     snprintf(peer_id, sizeof peer_id, "%s", p->id);
+    int reported = p->behind_reported;
+    uint64_t pruned = atomic_load(&e->db->cdc->pruned_seq);
+    if ((uint64_t)after < pruned) {
+        /* retention deleted changes this replica never had: sending the rest would lose
+         * them silently */
+        p->behind_reported = 1;
+        pthread_mutex_unlock(&e->mu);
+        if (!reported) {
+            gs_error err;
+            gs_error_init(&err);
+            gs_error_set(&err, 0, "REPLICATION_ERROR",
+                         "replica %s is at seq %lld but the change log was pruned up to %llu "
+                         "(cdc.retention_ms); it cannot catch up from the log: give it a fresh "
+                         "database so it syncs again, or raise the retention",
+                         peer_id, (long long)after, (unsigned long long)pruned);
+            gs_repl_note_error(e, &err, "replicating", peer_id);
+        }
+        return 0;
+    }
     pthread_mutex_unlock(&e->mu);
 
     gs_repl_batch b;
@@ -777,6 +797,25 @@ static void check_lag(gs_repl_engine *e, int64_t now)
         e->o.on_lag_exceeded(e->o.user, ids[i], lags[i]);
 }
 
+/* Retention keeps what the replicas have not acknowledged yet: every replica that has ever
+ * reported a position holds the log above it (one never seen holds nothing, so a configured
+ * node that never comes does not stop pruning for ever). */
+static void hold_log(gs_repl_engine *e)
+{
+    if (!e->is_primary)
+        return;
+    uint64_t hold = UINT64_MAX;
+    pthread_mutex_lock(&e->mu);
+    for (size_t i = 0; i < e->npeers; i++) {
+        gs_peer *p = &e->peers[i];
+        if (!p->is_primary && (p->has_position || p->last_acked_seq > 0) &&
+            (uint64_t)p->last_acked_seq < hold)
+            hold = (uint64_t)p->last_acked_seq;
+    }
+    pthread_mutex_unlock(&e->mu);
+    atomic_store(&e->db->cdc->repl_hold, hold);
+}
+
 static void *timer_main(void *arg)
 {
     gs_repl_engine *e = arg;
@@ -803,6 +842,7 @@ static void *timer_main(void *arg)
         if (d && d < next)
             next = d;
         check_lag(e, now);
+        hold_log(e);
         if (saved && now >= next_save) {
             save_peer_states(e, saved);
             next_save = now + PEER_STATE_SAVE_MS;

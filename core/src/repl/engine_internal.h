@@ -41,6 +41,8 @@ typedef struct gs_peer {
     int ninflight;
     int64_t last_ack_ms;
     int lag_reported;
+    int behind_reported; /* its position fell below what retention kept */
+    int has_position;    /* it reported a position once (retention holds the log for it) */
     /* receiver side */
     char last_received_hlc[256];
 } gs_peer;
