@@ -20,6 +20,7 @@
 #include "base/log.h"
 #include "config/config.h"
 #include "db/database.h"
+#include "plugin/host_standalone.h"
 #include "plugin/loader.h"
 #include "repl/engine.h"
 
@@ -52,32 +53,6 @@ static void die(const char *what, const gs_error *err)
     exit(1);
 }
 
-/* ---- a host for the plugins ---- */
-
-static void h_log(const gs_host *host, gs_log_level level, const char *c, const char *fmt, ...)
-{
-    (void)host;
-    va_list ap;
-    va_start(ap, fmt);
-    gs_logv(level, c, fmt, ap);
-    va_end(ap);
-}
-static uint64_t h_now(void)
-{
-    return (uint64_t)(now_s() * 1000);
-}
-static void h_error_set(gs_error *err, int status, const char *code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    gs_error_setv(err, status, code, fmt, ap);
-    va_end(ap);
-}
-static const char *h_node_id(const gs_host *host)
-{
-    (void)host;
-    return "";
-}
 static gs_host host;
 
 typedef struct node {
@@ -444,17 +419,7 @@ int main(int argc, char **argv)
         }
     }
     gs_log_set_level(GS_LOG_WARN);
-    memset(&host, 0, sizeof host);
-    host.struct_size = sizeof host;
-    host.abi_major = GS_ABI_MAJOR;
-    host.abi_minor = GS_ABI_MINOR;
-    host.log = h_log;
-    host.alloc = gs_malloc;
-    host.realloc = gs_realloc;
-    host.free = gs_free;
-    host.now_ms = h_now;
-    host.node_id = h_node_id;
-    host.error_set = h_error_set;
+    gs_host_init_standalone(&host);
     int all = nwhat == 0;
     double single = 0, maj = 0;
     for (int k = 0; k < (all ? 1 : nwhat); k++) {

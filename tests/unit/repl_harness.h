@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "config/config.h"
 #include "db/database.h"
+#include "plugin/host_standalone.h"
 #include "plugin/loader.h"
 #include "repl/engine.h"
 
@@ -32,50 +33,11 @@
 #include <time.h>
 #include <unistd.h>
 
-static void h_log(const gs_host *host, gs_log_level level, const char *component, const char *fmt,
-                  ...)
-{
-    (void)host;
-    va_list ap;
-    va_start(ap, fmt);
-    gs_logv(level, component, fmt, ap);
-    va_end(ap);
-}
-
-static uint64_t h_now(void)
-{
-    return (uint64_t)gs_test_now_ms();
-}
-
-static void h_error_set(gs_error *err, int status, const char *code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    gs_error_setv(err, status, code, fmt, ap);
-    va_end(ap);
-}
-
-static const char *h_node_id(const gs_host *host)
-{
-    (void)host;
-    return "";
-}
-
 static gs_host h_host;
 
 static void h_host_init(void)
 {
-    memset(&h_host, 0, sizeof h_host);
-    h_host.struct_size = sizeof h_host;
-    h_host.abi_major = GS_ABI_MAJOR;
-    h_host.abi_minor = GS_ABI_MINOR;
-    h_host.log = h_log;
-    h_host.alloc = gs_malloc;
-    h_host.realloc = gs_realloc;
-    h_host.free = gs_free;
-    h_host.now_ms = h_now;
-    h_host.node_id = h_node_id;
-    h_host.error_set = h_error_set;
+    gs_host_init_standalone(&h_host);
 }
 
 typedef struct tnode {

@@ -2,26 +2,7 @@
 
 #include <stddef.h>
 
-#define KEY(n, t, def, req, st, m, help_)                                                          \
-    {                                                                                              \
-        .name = n, .type = t, .default_value = def, .required = req, .offset = offsetof(st, m),    \
-        .help = help_                                                                              \
-    }
-#define KEYR(n, t, def, st, m, lo, hi, help_)                                                      \
-    {                                                                                              \
-        .name = n, .type = t, .default_value = def, .offset = offsetof(st, m), .help = help_,      \
-        .min = lo, .max = hi                                                                       \
-    }
-#define KEYC(n, def, st, m, ch, help_)                                                             \
-    {                                                                                              \
-        .name = n, .type = GS_CFG_STRING, .default_value = def, .offset = offsetof(st, m),         \
-        .help = help_, .choices = ch                                                               \
-    }
-#define SUB(n, t, st, m, tbl, sz, help_)                                                           \
-    {                                                                                              \
-        .name = n, .type = t, .offset = offsetof(st, m), .help = help_, .children = tbl,           \
-        .child_count = sizeof(tbl) / sizeof(tbl[0]), .child_struct_size = sz                       \
-    }
+#include "settings_keys.h"
 
 static const char *const kind_choices[] = {"client_transport",
                                            "repl_transport",

@@ -11,6 +11,7 @@
 #include "db/cdc_internal.h"
 #include "repl/checksum.h"
 #include "repl/ddl.h"
+#include "repl/rowsql.h"
 #include "repl/log.h"
 
 #include <errno.h>
@@ -348,17 +349,6 @@ static int key_in_image(const key *k, const gs_rrow *img, key *out, gs_error *er
 
 /* ---- SQL ---- */
 
-static void quote_ident(gs_buf *b, const char *s)
-{
-    gs_buf_putc(b, '"');
-    for (const char *p = s; *p; p++) {
-        if (*p == '"')
-            gs_buf_putc(b, '"');
-        gs_buf_putc(b, *p);
-    }
-    gs_buf_putc(b, '"');
-}
-
 /* " WHERE k1 = ?p AND ..." with parameters from first. */
 static void where_key(gs_buf *b, const key *k, int first)
 {
@@ -369,34 +359,15 @@ static void where_key(gs_buf *b, const key *k, int first)
         if (k->rowid)
             gs_buf_puts(b, "rowid");
         else
-            quote_ident(b, k->cols[i]);
+            gs_repl_quote_ident(b, k->cols[i]);
         gs_buf_printf(b, " = ?%d", first + (int)i);
-    }
-}
-
-static void bind_rval(sqlite3_stmt *ss, int idx, const gs_rval *v)
-{
-    switch (v->type) {
-    case GS_RVAL_INT:
-    case GS_RVAL_BOOL: sqlite3_bind_int64(ss, idx, v->i); break;
-    case GS_RVAL_DOUBLE: sqlite3_bind_double(ss, idx, v->d); break;
-    case GS_RVAL_TEXT:
-        sqlite3_bind_text(ss, idx, v->p ? (const char *)v->p : "", (int)v->len, SQLITE_STATIC);
-        break;
-    case GS_RVAL_BLOB:
-        if (v->len == 0)
-            sqlite3_bind_zeroblob(ss, idx, 0);
-        else
-            sqlite3_bind_blob(ss, idx, v->p, (int)v->len, SQLITE_STATIC);
-        break;
-    default: sqlite3_bind_null(ss, idx); break;
     }
 }
 
 static void bind_key(sqlite3_stmt *ss, const key *k, int first)
 {
     for (size_t i = 0; i < k->n; i++)
-        bind_rval(ss, first + (int)i, k->vals[i]);
+        gs_repl_bind_rval(ss, first + (int)i, k->vals[i]);
 }
 
 /* Prepare a->sql. */
@@ -420,41 +391,13 @@ static gs_status step_done(applier *a, gs_stmt *st, const char *what, const char
     return GS_OK;
 }
 
-static gs_status column_rval(sqlite3_stmt *ss, int i, gs_rval *out, gs_error *err)
-{
-    gs_value v;
-    memset(&v, 0, sizeof v);
-    switch (sqlite3_column_type(ss, i)) {
-    case SQLITE_INTEGER:
-        v.type = GS_VALUE_INT;
-        v.u.i = sqlite3_column_int64(ss, i);
-        break;
-    case SQLITE_FLOAT:
-        v.type = GS_VALUE_DOUBLE;
-        v.u.d = sqlite3_column_double(ss, i);
-        break;
-    case SQLITE_TEXT:
-        v.type = GS_VALUE_TEXT;
-        v.u.text.ptr = (const char *)sqlite3_column_text(ss, i);
-        v.u.text.len = (size_t)sqlite3_column_bytes(ss, i);
-        break;
-    case SQLITE_BLOB:
-        v.type = GS_VALUE_BLOB;
-        v.u.blob.ptr = sqlite3_column_blob(ss, i);
-        v.u.blob.len = (size_t)sqlite3_column_bytes(ss, i);
-        break;
-    default: v.type = GS_VALUE_NULL; break;
-    }
-    return gs_rval_from_value(out, &v, err);
-}
-
 /* The local row at k, or *out = NULL. */
 static gs_status find_row(applier *a, const char *table, const key *k, gs_rrow **out, gs_error *err)
 {
     *out = NULL;
     gs_buf_reset(&a->sql);
     gs_buf_puts(&a->sql, "SELECT * FROM ");
-    quote_ident(&a->sql, table);
+    gs_repl_quote_ident(&a->sql, table);
     where_key(&a->sql, k, 1);
     gs_stmt *st;
     if (prep_sql(a, &st, err) != GS_OK)
@@ -470,7 +413,7 @@ static gs_status find_row(applier *a, const char *table, const key *k, gs_rrow *
         int n = sqlite3_column_count(ss);
         for (int i = 0; status == GS_OK && i < n; i++) {
             gs_rval v;
-            if (column_rval(ss, i, &v, err) != GS_OK ||
+            if (gs_repl_column_rval(ss, i, &v, err) != GS_OK ||
                 gs_rrow_add_take(row, sqlite3_column_name(ss, i), &v, err) != GS_OK) {
                 gs_rval_free(&v);
                 status = GS_ERROR;
@@ -494,7 +437,7 @@ static gs_status insert_row(applier *a, const char *table, const gs_rrow *img, c
     int with_rowid = k->rowid;
     gs_buf_reset(&a->sql);
     gs_buf_puts(&a->sql, "INSERT INTO ");
-    quote_ident(&a->sql, table);
+    gs_repl_quote_ident(&a->sql, table);
     if (img->n == 0 && !with_rowid) {
         gs_buf_puts(&a->sql, " DEFAULT VALUES");
     } else {
@@ -504,7 +447,7 @@ static gs_status insert_row(applier *a, const char *table, const gs_rrow *img, c
         for (size_t i = 0; i < img->n; i++) {
             if (i)
                 gs_buf_puts(&a->sql, ", ");
-            quote_ident(&a->sql, img->names[i]);
+            gs_repl_quote_ident(&a->sql, img->names[i]);
         }
         gs_buf_puts(&a->sql, ") VALUES (");
         size_t total = img->n + (with_rowid ? 1 : 0);
@@ -518,9 +461,9 @@ static gs_status insert_row(applier *a, const char *table, const gs_rrow *img, c
     sqlite3_stmt *ss = gs_stmt_sqlite(st);
     int p = 1;
     if (with_rowid)
-        bind_rval(ss, p++, k->vals[0]);
+        gs_repl_bind_rval(ss, p++, k->vals[0]);
     for (size_t i = 0; i < img->n; i++)
-        bind_rval(ss, p++, &img->vals[i]);
+        gs_repl_bind_rval(ss, p++, &img->vals[i]);
     return step_done(a, st, "inserting into", table, err);
 }
 
@@ -532,12 +475,12 @@ static gs_status update_row(applier *a, const char *table, const gs_rrow *img, c
         return GS_OK;
     gs_buf_reset(&a->sql);
     gs_buf_puts(&a->sql, "UPDATE ");
-    quote_ident(&a->sql, table);
+    gs_repl_quote_ident(&a->sql, table);
     gs_buf_puts(&a->sql, " SET ");
     for (size_t i = 0; i < img->n; i++) {
         if (i)
             gs_buf_puts(&a->sql, ", ");
-        quote_ident(&a->sql, img->names[i]);
+        gs_repl_quote_ident(&a->sql, img->names[i]);
         gs_buf_printf(&a->sql, " = ?%zu", i + 1);
     }
     where_key(&a->sql, k, (int)img->n + 1);
@@ -546,7 +489,7 @@ static gs_status update_row(applier *a, const char *table, const gs_rrow *img, c
         return GS_ERROR;
     sqlite3_stmt *ss = gs_stmt_sqlite(st);
     for (size_t i = 0; i < img->n; i++)
-        bind_rval(ss, (int)i + 1, &img->vals[i]);
+        gs_repl_bind_rval(ss, (int)i + 1, &img->vals[i]);
     bind_key(ss, k, (int)img->n + 1);
     return step_done(a, st, "updating", table, err);
 }
@@ -555,7 +498,7 @@ static gs_status delete_row(applier *a, const char *table, const key *k, gs_erro
 {
     gs_buf_reset(&a->sql);
     gs_buf_puts(&a->sql, "DELETE FROM ");
-    quote_ident(&a->sql, table);
+    gs_repl_quote_ident(&a->sql, table);
     where_key(&a->sql, k, 1);
     gs_stmt *st;
     if (prep_sql(a, &st, err) != GS_OK)

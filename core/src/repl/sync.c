@@ -34,6 +34,7 @@
 #include "repl/checksum.h"
 #include "repl/codec.h"
 #include "repl/ddl.h"
+#include "repl/rowsql.h"
 #include "repl/log.h"
 
 #include <stdio.h>
@@ -126,58 +127,6 @@ static gs_status set_meta(gs_conn *conn, const char *key, const char *value, gs_
     if (rc != SQLITE_DONE)
         return gs_error_set(err, 0, "SYNC_ERROR", "cannot write %s: %s", key, sqlite3_errmsg(db));
     return GS_OK;
-}
-
-static void quote_ident(gs_buf *b, const char *name)
-{
-    gs_buf_putc(b, '"');
-    for (const char *p = name; *p; p++) {
-        if (*p == '"')
-            gs_buf_putc(b, '"');
-        gs_buf_putc(b, *p);
-    }
-    gs_buf_putc(b, '"');
-}
-
-static int bind_rval(sqlite3_stmt *st, int i, const gs_rval *v)
-{
-    switch (v->type) {
-    case GS_RVAL_INT:
-    case GS_RVAL_BOOL: return sqlite3_bind_int64(st, i, v->i);
-    case GS_RVAL_DOUBLE: return sqlite3_bind_double(st, i, v->d);
-    case GS_RVAL_TEXT:
-        return sqlite3_bind_text(st, i, (const char *)v->p, (int)v->len, SQLITE_STATIC);
-    case GS_RVAL_BLOB: return sqlite3_bind_blob(st, i, v->p, (int)v->len, SQLITE_STATIC);
-    default: return sqlite3_bind_null(st, i);
-    }
-}
-
-static gs_status column_rval(sqlite3_stmt *st, int c, gs_rval *out, gs_error *err)
-{
-    gs_value v;
-    memset(&v, 0, sizeof v);
-    switch (sqlite3_column_type(st, c)) {
-    case SQLITE_INTEGER:
-        v.type = GS_VALUE_INT;
-        v.u.i = sqlite3_column_int64(st, c);
-        break;
-    case SQLITE_FLOAT:
-        v.type = GS_VALUE_DOUBLE;
-        v.u.d = sqlite3_column_double(st, c);
-        break;
-    case SQLITE_TEXT:
-        v.type = GS_VALUE_TEXT;
-        v.u.text.ptr = (const char *)sqlite3_column_text(st, c);
-        v.u.text.len = (size_t)sqlite3_column_bytes(st, c);
-        break;
-    case SQLITE_BLOB:
-        v.type = GS_VALUE_BLOB;
-        v.u.blob.ptr = sqlite3_column_blob(st, c);
-        v.u.blob.len = (size_t)sqlite3_column_bytes(st, c);
-        break;
-    default: v.type = GS_VALUE_NULL; break;
-    }
-    return gs_rval_from_value(out, &v, err);
 }
 
 static int send_sync(gs_repl_engine *e, const char *to, const gs_sync_message *m, gs_error *err)
@@ -478,12 +427,12 @@ static gs_status insert_rows(gs_conn *conn, const gs_sync_batch *b, gs_error *er
             st = NULL;
             gs_buf_reset(&sql);
             gs_buf_puts(&sql, "INSERT INTO ");
-            quote_ident(&sql, b->table);
+            gs_repl_quote_ident(&sql, b->table);
             gs_buf_puts(&sql, " (");
             for (size_t c = 0; c < row->n; c++) {
                 if (c)
                     gs_buf_putc(&sql, ',');
-                quote_ident(&sql, row->names[c]);
+                gs_repl_quote_ident(&sql, row->names[c]);
             }
             gs_buf_puts(&sql, ") VALUES (");
             for (size_t c = 0; c < row->n; c++)
@@ -498,7 +447,7 @@ static gs_status insert_rows(gs_conn *conn, const gs_sync_batch *b, gs_error *er
         }
         sqlite3_reset(st);
         for (size_t c = 0; c < row->n; c++)
-            bind_rval(st, (int)c + 1, &row->vals[c]);
+            gs_repl_bind_rval(st, (int)c + 1, &row->vals[c]);
         if (sqlite3_step(st) != SQLITE_DONE)
             rc = gs_error_set(err, 0, "SYNC_ERROR", "table '%s': inserting a synced row: %s",
                               b->table, sqlite3_errmsg(db));
@@ -558,7 +507,7 @@ static gs_status rows_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
         rc = gs_cdc_drop_triggers(conn, b->table, err);
         if (rc == GS_OK) {
             gs_buf_puts(&sql, "DELETE FROM ");
-            quote_ident(&sql, b->table);
+            gs_repl_quote_ident(&sql, b->table);
             rc = exec(conn, sql.data, err);
         }
     }
@@ -671,17 +620,17 @@ static gs_status pk_hash(gs_conn *conn, const char *table, char out[65], gs_erro
     for (size_t i = 0; i < ncols; i++) {
         if (i)
             gs_buf_putc(&sql, ',');
-        quote_ident(&sql, cols[i] ? cols[i] : "");
+        gs_repl_quote_ident(&sql, cols[i] ? cols[i] : "");
     }
     gs_buf_puts(&sql, " FROM ");
-    quote_ident(&sql, table);
+    gs_repl_quote_ident(&sql, table);
     gs_buf_puts(&sql, " ORDER BY ");
     if (ncols == 0)
         gs_buf_puts(&sql, "rowid");
     for (size_t i = 0; i < ncols; i++) {
         if (i)
             gs_buf_putc(&sql, ',');
-        quote_ident(&sql, cols[i] ? cols[i] : "");
+        gs_repl_quote_ident(&sql, cols[i] ? cols[i] : "");
     }
     gs_status rc = GS_OK;
     gs_rrow *rows = NULL;
@@ -701,7 +650,7 @@ static gs_status pk_hash(gs_conn *conn, const char *table, char out[65], gs_erro
         memset(&rows[n], 0, sizeof rows[n]);
         for (int c = 0; c < sqlite3_column_count(st) && rc == GS_OK; c++) {
             gs_rval v;
-            rc = column_rval(st, c, &v, err);
+            rc = gs_repl_column_rval(st, c, &v, err);
             if (rc == GS_OK)
                 rc = gs_rrow_add_take(&rows[n], sqlite3_column_name(st, c), &v, err);
         }
@@ -740,7 +689,7 @@ static gs_status finish_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err
         for (size_t i = 0; rc == GS_OK && i < fc->j->ntables; i++) {
             gs_buf_reset(&sql);
             gs_buf_puts(&sql, "DELETE FROM ");
-            quote_ident(&sql, fc->j->tables[i].table);
+            gs_repl_quote_ident(&sql, fc->j->tables[i].table);
             rc = exec(conn, sql.data, err);
         }
         if (rc == GS_OK)
@@ -1072,7 +1021,7 @@ static int send_table(struct gs_sync_source *s, gs_conn *conn, const char *table
     }
     gs_buf_puts(&sql,
                 !keyed && rowid_table ? "SELECT rowid AS \"rowid\", * FROM " : "SELECT * FROM ");
-    quote_ident(&sql, table);
+    gs_repl_quote_ident(&sql, table);
     sqlite3_stmt *st = NULL;
     int rc = 0;
     if (sqlite3_prepare_v2(db, sql.data, (int)sql.len, &st, NULL) != SQLITE_OK) {
@@ -1099,7 +1048,7 @@ static int send_table(struct gs_sync_source *s, gs_conn *conn, const char *table
         while (step == SQLITE_ROW && n < cap) {
             for (int c = 0; c < sqlite3_column_count(st); c++) {
                 gs_rval v;
-                if (column_rval(st, c, &v, &err) != GS_OK ||
+                if (gs_repl_column_rval(st, c, &v, &err) != GS_OK ||
                     gs_rrow_add_take(&rows[n], sqlite3_column_name(st, c), &v, &err) != GS_OK)
                     break;
             }
