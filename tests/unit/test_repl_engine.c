@@ -11,6 +11,7 @@
 #include "repl/hlc.h"
 
 #include <stdlib.h>
+#include <strings.h>
 
 static char dir[PATH_MAX];
 
@@ -801,4 +802,43 @@ Test(repl_engine, a_replica_behind_the_pruned_log_is_refused_not_silently_skippe
     cr_assert_eq(gs_repl_position(n[1].e), 0, "the replica was sent a log with a hole");
     close_cluster(n);
     h_retention_ms = 0;
+}
+
+static gs_status deny_deletes(void *user, const char *sql, json_t *params, gs_error *err)
+{
+    (void)user, (void)params;
+    if (strncasecmp(sql, "DELETE", 6) == 0)
+        return gs_error_set(err, 0, "HOOK_DENIED", "deletes are not forwarded here");
+    return GS_OK;
+}
+
+Test(repl_engine, before_forwarded_query_hook_may_refuse)
+{
+    tnode n[3];
+    open_cluster(n);
+    create_schema(n[0].db);
+    gs_repl_options o = fast_options();
+    o.write_forwarding = 1;
+    o.before_forwarded = deny_deletes;
+    start_cluster(n, "fwdhook", NULL, &o);
+    tnode *reps[] = {&n[1], &n[2]};
+    cr_assert(wait_converged(&n[0], reps, 2, 30000));
+    wait_connected(&n[1], "node-a");
+    gs_error err;
+    gs_error_init(&err);
+    cr_assert_eq(submit_wait(n[1].db, GS_DB_EXECUTE, "INSERT INTO items (id) VALUES (1)", NULL,
+                             NULL, NULL, &err, NULL),
+                 GS_OK, "%s", err.message);
+    cr_assert_eq(submit_wait(n[1].db, GS_DB_EXECUTE, "DELETE FROM items WHERE id = 1", NULL, NULL,
+                             NULL, &err, NULL),
+                 GS_ERROR);
+    cr_assert_str_eq(err.code, "HOOK_DENIED", "%s", err.message);
+    /* unsafe DDL is refused before it reaches the writer */
+    cr_assert_eq(submit_wait(n[1].db, GS_DB_EXECUTE, "CREATE VIEW v AS SELECT 1", NULL, NULL, NULL,
+                             &err, NULL),
+                 GS_ERROR);
+    cr_assert_str_eq(err.code, "BATCH_VALIDATION_ERROR", "%s", err.message);
+    cr_assert(wait_converged(&n[0], reps, 2, 30000));
+    assert_same(&n[0], &n[1]);
+    close_cluster(n);
 }
