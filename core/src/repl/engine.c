@@ -645,25 +645,48 @@ static int send_to_peer(gs_repl_engine *e, size_t idx)
     }
     pthread_mutex_unlock(&e->mu);
 
-    gs_repl_batch b;
-    memset(&b, 0, sizeof b);
-    int empty = 1;
+    /* Replicas in step ask for the same range: the batch read and encoded for one is sent
+     * as is to the next (a range of the log never changes once committed). */
     gs_error err;
     gs_error_init(&err);
-    if (gs_repl_read_batch(e->log_conn, e->node_id, after, (size_t)e->o.batch_size, &b, &empty,
-                           &err) != GS_OK) {
-        gs_repl_note_error(e, &err, "reading the change log", NULL);
-        return 0;
-    }
-    if (empty) {
+    if (!e->cache.bytes || e->cache.after != after) {
+        gs_repl_batch b;
+        memset(&b, 0, sizeof b);
+        int empty = 1;
+        if (gs_repl_read_batch(e->log_conn, e->node_id, after, (size_t)e->o.batch_size, &b, &empty,
+                               &err) != GS_OK) {
+            gs_repl_note_error(e, &err, "reading the change log", NULL);
+            return 0;
+        }
+        if (empty) {
+            gs_repl_batch_free(&b);
+            return 0;
+        }
+        gs_repl_message m;
+        memset(&m, 0, sizeof m);
+        m.kind = GS_RMSG_BATCH;
+        m.batch = b;
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        gs_status est = gs_repl_message_encode(&m, &bytes, &len, &err);
+        int64_t from = b.from_seq, to = b.to_seq;
+        size_t n = b.nchanges;
         gs_repl_batch_free(&b);
-        return 0;
+        if (est != GS_OK) {
+            gs_repl_note_error(e, &err, "encoding a batch", NULL);
+            return 0;
+        }
+        gs_free(e->cache.bytes);
+        e->cache.bytes = bytes;
+        e->cache.len = len;
+        e->cache.after = after;
+        e->cache.from = from;
+        e->cache.to = to;
+        e->cache.n = n;
     }
-    gs_repl_message m;
-    memset(&m, 0, sizeof m);
-    m.kind = GS_RMSG_BATCH;
-    m.batch = b;
-    gs_status st = gs_repl_send_message(e, peer_id, &m, &err);
+    gs_error_init(&err);
+    gs_status st = e->o.transport->send(e->o.transport_instance, peer_id, GS_REPL_MSG_REPLICATION,
+                                        0, e->cache.bytes, e->cache.len, &err);
     int more = 0;
     pthread_mutex_lock(&e->mu);
     if (st == GS_OK) {
@@ -671,18 +694,17 @@ static int send_to_peer(gs_repl_engine *e, size_t idx)
         /* Register unless the position moved under us (a position ack rewound it). */
         if (p->last_sent_seq == after && p->connected && p->ninflight < GS_REPL_MAX_INFLIGHT) {
             gs_inflight *f = &p->inflight[p->ninflight++];
-            f->from_seq = b.from_seq;
-            f->to_seq = b.to_seq;
+            f->from_seq = e->cache.from;
+            f->to_seq = e->cache.to;
             f->sent_ms = gs_repl_now_ms();
-            p->last_sent_seq = b.to_seq;
-            more = (int64_t)b.nchanges >= e->o.batch_size;
+            p->last_sent_seq = e->cache.to;
+            more = (int64_t)e->cache.n >= e->o.batch_size;
         }
     }
     pthread_mutex_unlock(&e->mu);
     if (st != GS_OK)
         gs_log(GS_LOG_DEBUG, "repl", "database '%s': batch to %s not sent: %s", gs_db_id(e->db),
-               peer_id, err.message);
-    gs_repl_batch_free(&b);
+               peer_id, err.code[0] ? err.message : "the transport refused it");
     return more;
 }
 
@@ -1156,6 +1178,7 @@ void gs_repl_engine_free(gs_repl_engine *e)
         gs_free(m);
     }
     gs_conn_close(e->log_conn);
+    gs_free(e->cache.bytes);
     for (size_t i = 0; i < e->npeers; i++)
         gs_free(e->peers[i].id);
     for (size_t i = 0; i < e->nresolvers; i++)

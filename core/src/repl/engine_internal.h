@@ -93,6 +93,11 @@ struct gs_repl_engine {
     size_t nresolvers;
     gs_repl_events events;
     gs_conn *log_conn; /* timer thread: reads outgoing batches */
+    struct {           /* timer thread: the last batch encoded, for the next replica */
+        uint8_t *bytes;
+        size_t len, n;
+        int64_t after, from, to;
+    } cache;
 
     pthread_mutex_t mu;
     pthread_cond_t timer_cond; /* CLOCK_MONOTONIC */
