@@ -49,7 +49,6 @@ struct gs_node {
     gs_instance lww; /* the default resolver when replication.resolver is not set */
 };
 
-
 /** The instance named `name`, or NULL. */
 gs_instance *gs_node_find_instance(gs_node *n, const char *name);
 
