@@ -984,8 +984,10 @@ Test(grpc_transport, messages_both_ways_in_order)
 
 Test(grpc_transport, forward_call_ids_and_deadline)
 {
+    /* the primary's own deadline comes first, so its expiry (not the caller's cancellation)
+     * ends the unanswered call: the order of what follows is fixed */
     opts po = {.port = 0, .forward_deadline_ms = 400};
-    opts ro = {.port = -1, .forward_deadline_ms = 400};
+    opts ro = {.port = -1, .forward_deadline_ms = 1500};
     pair(&po, &ro);
     pthread_mutex_lock(&PT.lock);
     T.nodes[0].echo_forward = 1;
