@@ -168,8 +168,12 @@ static gs_status run_stmt(writer *w, const gs_job_stmt *js, const gs_bind_set *s
     gs_conn_release(w->conn, st);
     if (rc == GS_OK && watched)
         rc = gs_cdc_after_ddl(w->db->cdc, w->conn, alter, err);
-    if (rc == GS_OK && ddl)
+    if (rc == GS_OK && ddl) {
+        /* the DDL row is the core's insert, not the caller's: lastInsertRowId stays theirs */
+        sqlite3_int64 last = sqlite3_last_insert_rowid(gs_conn_db(w->conn));
         rc = repl_ddl_after(w, ddl, err);
+        sqlite3_set_last_insert_rowid(gs_conn_db(w->conn), last);
+    }
     gs_free(ddl);
     return rc;
 }
