@@ -6,12 +6,16 @@
  *       One WebSocket, N point selects in flight: every answer sends the next request.
  *       Loads R rows into bench_users first (load messages). Reports selects/s and the
  *       request latency percentiles.
- *   ws_bench --latency [--host H] [--port P] [--db ID] [--rate W] [--seconds S]
+ *   ws_bench --latency [--host H] [--port P] [--sub-port Q] [--db ID] [--rate W] [--seconds S]
  *       One connection subscribes to bench_events; another inserts W rows/s (paced, one
  *       execute each). For every row the tool records when it sent the insert, when the
  *       insert's result came back (the commit acknowledged) and when the subscriber received
  *       the change. Reports the insert-to-change and ack-to-change latency percentiles
  *       (p50/p99/max) and checks that every committed row arrived exactly once.
+ *       --sub-port Q subscribes on another node (same host) than the one written to, e.g. a
+ *       replica of the primary on P: the table is created on P, the tool waits (at most 30 s)
+ *       until it has replicated to Q, and ack-to-change is then the replica lag as a client
+ *       sees it (the primary's acknowledgement -> the replica's change event).
  *
  * Not installed; built with the tree when GS_BENCH is ON. Exit 0 on a clean run.
  */
@@ -36,6 +40,7 @@
 
 static const char *opt_host = "127.0.0.1";
 static int opt_port = 9876;
+static int opt_sub_port = 0; /* 0: the same as opt_port */
 static const char *opt_db = "main";
 static int opt_inflight = 64;
 static double opt_seconds = 10;
@@ -80,12 +85,12 @@ static void send_all(int fd, const void *p, size_t n)
     }
 }
 
-static void ws_connect(wsc *c, const char *path)
+static void ws_connect(wsc *c, int port_no, const char *path)
 {
     memset(c, 0, sizeof *c);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai;
     char port[16];
-    snprintf(port, sizeof port, "%d", opt_port);
+    snprintf(port, sizeof port, "%d", port_no);
     if (getaddrinfo(opt_host, port, &hints, &ai) != 0)
         die("cannot resolve host");
     c->fd = socket(ai->ai_family, SOCK_STREAM, 0);
@@ -99,7 +104,7 @@ static void ws_connect(wsc *c, const char *path)
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: "
                      "Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                      "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sirannon.v1\r\n\r\n",
-                     path, opt_host, opt_port);
+                     path, opt_host, port_no);
     send_all(c->fd, req, (size_t)n);
     c->cap = 1 << 20;
     c->buf = malloc(c->cap);
@@ -361,7 +366,7 @@ static int run_select(void)
     char path[300];
     snprintf(path, sizeof path, "/db/%s", opt_db);
     wsc c;
-    ws_connect(&c, path);
+    ws_connect(&c, opt_port, path);
     load_users(&c);
     int64_t *sent_at = calloc((size_t)opt_inflight, sizeof *sent_at);
     size_t cap = 1 << 22, nlat = 0;
@@ -430,16 +435,41 @@ static int run_select(void)
 
 /* ---- --latency ---- */
 
+/* Poll the node behind c (every 10 ms, at most timeout_s) until it holds the table: a
+ * replica receives the primary's CREATE TABLE through replication, not at once. */
+static void wait_for_table(wsc *c, const char *table, int timeout_s)
+{
+    int64_t deadline = now_us() + (int64_t)timeout_s * 1000000;
+    for (;;) {
+        json_t *r = request(c, json_pack("{s:s,s:s,s:s,s:[s]}", "type", "query", "id", "tbl", "sql",
+                                         "SELECT count(*) AS n FROM sqlite_master WHERE "
+                                         "type = 'table' AND name = ?",
+                                         "params", table));
+        json_int_t n = json_integer_value(json_object_get(
+            json_array_get(json_object_get(json_object_get(r, "data"), "rows"), 0), "n"));
+        json_decref(r);
+        if (n > 0)
+            return;
+        if (now_us() > deadline)
+            die("the table did not reach the subscriber's node in time (is it replicating?)");
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static int run_latency(void)
 {
     char path[300];
     snprintf(path, sizeof path, "/db/%s", opt_db);
     wsc w, s;
-    ws_connect(&w, path);
-    ws_connect(&s, path);
+    int sub_port = opt_sub_port ? opt_sub_port : opt_port;
+    ws_connect(&w, opt_port, path);
+    ws_connect(&s, sub_port, path);
     json_decref(request(&w, json_pack("{s:s,s:s,s:s}", "type", "execute", "id", "mk", "sql",
                                       "CREATE TABLE IF NOT EXISTS bench_events (k INTEGER "
                                       "PRIMARY KEY, payload TEXT)")));
+    if (sub_port != opt_port)
+        wait_for_table(&s, "bench_events", 30);
     json_decref(request(
         &s, json_pack("{s:s,s:s,s:s}", "type", "subscribe", "id", "sub", "table", "bench_events")));
     json_t *r = request(&w, json_pack("{s:s,s:s,s:s}", "type", "query", "id", "mx", "sql",
@@ -474,10 +504,14 @@ static int run_latency(void)
             break;
         struct pollfd p[2] = {{.fd = w.fd, .events = POLLIN}, {.fd = s.fd, .events = POLLIN}};
         int64_t next = nsent < total ? t0 + (int64_t)nsent * interval : now_us() + 100000;
-        int wait_ms = (int)((next - now_us()) / 1000);
-        if (wait_ms < 0)
-            wait_ms = 0;
-        if (poll(p, 2, wait_ms) < 0 && errno != EINTR)
+        /* Sleep until the next write is due, to the microsecond: a millisecond timeout would
+         * round a sub-millisecond interval down to 0 and spin a core the nodes need. */
+        int64_t wait_us = next - now_us();
+        if (wait_us < 0)
+            wait_us = 0;
+        struct timespec wait_ts = {.tv_sec = wait_us / 1000000,
+                                   .tv_nsec = (long)(wait_us % 1000000) * 1000};
+        if (ppoll(p, 2, &wait_ts, NULL) < 0 && errno != EINTR)
             die("poll failed");
         for (int k = 0; k < 2; k++) {
             if (!(p[k].revents & (POLLIN | POLLHUP | POLLERR)))
@@ -538,6 +572,8 @@ static int run_latency(void)
         if (acked[i])
             a2c[na++] = got[i] - acked[i];
     }
+    if (sub_port != opt_port)
+        printf("writes to port %d, subscriber on port %d\n", opt_port, sub_port);
     printf("change feed latency at %d writes/s for %.0f s (%.2f s elapsed): %zu writes, %zu "
            "changes received, %zu missing, %zu duplicates, %zu stray\n",
            opt_rate, opt_seconds, el, nsent, nchg, missing, dup, stray);
@@ -563,6 +599,8 @@ int main(int argc, char **argv)
             opt_host = argv[++i];
         else if (!strcmp(a, "--port") && v)
             opt_port = atoi(argv[++i]);
+        else if (!strcmp(a, "--sub-port") && v)
+            opt_sub_port = atoi(argv[++i]);
         else if (!strcmp(a, "--db") && v)
             opt_db = argv[++i];
         else if (!strcmp(a, "--inflight") && v)
@@ -574,13 +612,16 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--rate") && v)
             opt_rate = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: ws_bench --select|--latency [--host H] [--port P] [--db ID] "
-                            "[--inflight N] [--seconds S] [--rows R] [--rate W]\n");
+            fprintf(stderr, "usage: ws_bench --select|--latency [--host H] [--port P] "
+                            "[--sub-port Q] [--db ID] [--inflight N] [--seconds S] [--rows R] "
+                            "[--rate W]\n");
             return 2;
         }
     }
     if (opt_inflight < 1 || opt_rows < 1 || opt_rate < 1 || opt_seconds <= 0)
         die("--inflight, --rows, --rate and --seconds must be positive");
+    if (opt_port < 1 || opt_port > 65535 || opt_sub_port < 0 || opt_sub_port > 65535)
+        die("--port and --sub-port must be TCP ports (1..65535)");
     if (mode == 1)
         return run_select();
     if (mode == 2)

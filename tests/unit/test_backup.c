@@ -444,3 +444,189 @@ Test(backup, default_name)
     cr_assert_eq(strcmp(name + strlen(name) - 3, ".db"), 0);
     cr_assert_eq(strchr(name, '.'), name + strlen(name) - 3);
 }
+
+/* ---- SQLite never syncs the copy: the one fsync is backup.c's own, after the last step and
+ * on the calling thread, never on the writer ---- */
+
+/* A VFS over the default one that counts, for files whose name holds ".partial-" (a copy
+ * being written), the xSync calls and the journals opened. */
+typedef struct shim_file {
+    sqlite3_file base;
+    int partial;
+    sqlite3_file *real; /* follows this struct in the same allocation */
+} shim_file;
+
+static sqlite3_vfs *shim_real;
+static atomic_int shim_syncs, shim_journals, shim_partials;
+
+#define REAL(f) (((shim_file *)(f))->real)
+static int shim_close(sqlite3_file *f)
+{
+    int rc = REAL(f)->pMethods ? REAL(f)->pMethods->xClose(REAL(f)) : SQLITE_OK;
+    return rc;
+}
+static int shim_read(sqlite3_file *f, void *p, int n, sqlite3_int64 off)
+{
+    return REAL(f)->pMethods->xRead(REAL(f), p, n, off);
+}
+static int shim_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off)
+{
+    return REAL(f)->pMethods->xWrite(REAL(f), p, n, off);
+}
+static int shim_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+    return REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+static int shim_sync(sqlite3_file *f, int flags)
+{
+    if (((shim_file *)f)->partial)
+        atomic_fetch_add(&shim_syncs, 1);
+    return REAL(f)->pMethods->xSync(REAL(f), flags);
+}
+static int shim_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+    return REAL(f)->pMethods->xFileSize(REAL(f), size);
+}
+static int shim_lock(sqlite3_file *f, int l)
+{
+    return REAL(f)->pMethods->xLock(REAL(f), l);
+}
+static int shim_unlock(sqlite3_file *f, int l)
+{
+    return REAL(f)->pMethods->xUnlock(REAL(f), l);
+}
+static int shim_reserved(sqlite3_file *f, int *out)
+{
+    return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+static int shim_fcntl(sqlite3_file *f, int op, void *arg)
+{
+    return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+static int shim_sector(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+static int shim_devchar(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+static int shim_shm_map(sqlite3_file *f, int pg, int sz, int extend, void volatile **pp)
+{
+    return REAL(f)->pMethods->xShmMap(REAL(f), pg, sz, extend, pp);
+}
+static int shim_shm_lock(sqlite3_file *f, int off, int n, int flags)
+{
+    return REAL(f)->pMethods->xShmLock(REAL(f), off, n, flags);
+}
+static void shim_shm_barrier(sqlite3_file *f)
+{
+    REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+static int shim_shm_unmap(sqlite3_file *f, int del)
+{
+    return REAL(f)->pMethods->xShmUnmap(REAL(f), del);
+}
+static int shim_fetch(sqlite3_file *f, sqlite3_int64 off, int n, void **pp)
+{
+    return REAL(f)->pMethods->xFetch(REAL(f), off, n, pp);
+}
+static int shim_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
+{
+    return REAL(f)->pMethods->xUnfetch(REAL(f), off, p);
+}
+#undef REAL
+
+static const sqlite3_io_methods shim_methods = {3,
+                                                shim_close,
+                                                shim_read,
+                                                shim_write,
+                                                shim_truncate,
+                                                shim_sync,
+                                                shim_size,
+                                                shim_lock,
+                                                shim_unlock,
+                                                shim_reserved,
+                                                shim_fcntl,
+                                                shim_sector,
+                                                shim_devchar,
+                                                shim_shm_map,
+                                                shim_shm_lock,
+                                                shim_shm_barrier,
+                                                shim_shm_unmap,
+                                                shim_fetch,
+                                                shim_unfetch};
+
+static int shim_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
+{
+    (void)vfs;
+    shim_file *s = (shim_file *)f;
+    memset(s, 0, sizeof *s);
+    s->real = (sqlite3_file *)(s + 1);
+    s->partial = name && strstr(name, ".partial-") != NULL;
+    if (s->partial)
+        atomic_fetch_add(&shim_partials, 1);
+    if (s->partial && (flags & SQLITE_OPEN_MAIN_JOURNAL))
+        atomic_fetch_add(&shim_journals, 1);
+    int rc = shim_real->xOpen(shim_real, name, s->real, flags, out);
+    /* xClose is called even when xOpen fails, if pMethods is set: only set it on success */
+    if (rc == SQLITE_OK && s->real->pMethods)
+        s->base.pMethods = &shim_methods;
+    return rc;
+}
+
+static sqlite3_vfs shim_vfs;
+
+static void shim_install(void)
+{
+    shim_real = sqlite3_vfs_find(NULL);
+    cr_assert_not_null(shim_real);
+    cr_assert_geq(shim_real->iVersion, 2);
+    shim_vfs = *shim_real;
+    shim_vfs.zName = "gs-test-count-syncs";
+    shim_vfs.szOsFile = (int)sizeof(shim_file) + shim_real->szOsFile;
+    shim_vfs.xOpen = shim_open;
+    shim_vfs.pNext = NULL;
+    cr_assert_eq(sqlite3_vfs_register(&shim_vfs, 1), SQLITE_OK);
+}
+
+Test(backup, sqlite_never_syncs_the_copy)
+{
+    shim_install();
+    make_source(srcpath, 3000);
+    gs_db_options o;
+    gs_db_options_default(&o);
+    o.read_pool_size = 1;
+    gs_database *db = NULL;
+    gs_error err;
+    gs_error_init(&err);
+    cr_assert_eq(gs_db_open("main", srcpath, &o, &db, &err), GS_OK, "%s", err.message);
+    gs_backup_options bo;
+    gs_backup_options_default(&bo);
+    bo.pages_per_step = 8;
+    char dest[192], restored[192];
+    snprintf(dest, sizeof dest, "%s/out/copy.db", tmpdir);
+    snprintf(restored, sizeof restored, "%s/again/live.db", tmpdir);
+    gs_backup_result res;
+    gs_status st = gs_db_backup_to_path(db, dest, &bo, &res, &err);
+    gs_db_close(db);
+    gs_db_free(db);
+    cr_assert_eq(st, GS_OK, "%s: %s", err.code, err.message);
+    cr_assert_gt(res.steps, 5);
+    cr_assert_gt(atomic_load(&shim_partials), 0, "the shim saw the copy being written");
+    /* the last step of a served copy runs on the writer: a sync there would hold every write
+     * for as long as the disk takes the whole file */
+    cr_assert_eq(atomic_load(&shim_syncs), 0, "SQLite synced the copy");
+    cr_assert_eq(atomic_load(&shim_journals), 0, "the copy kept a rollback journal");
+    assert_integrity(dest);
+    cr_assert_eq(count_rows(dest), 3000);
+    /* a file copy and a restore write their copy the same way */
+    snprintf(dest, sizeof dest, "%s/out/file.db", tmpdir);
+    cr_assert_eq(gs_backup_file(srcpath, dest, NULL, NULL, &err), GS_OK, "%s", err.message);
+    cr_assert_eq(gs_backup_restore(dest, restored, 0, NULL, &err), GS_OK, "%s", err.message);
+    cr_assert_eq(atomic_load(&shim_syncs), 0, "SQLite synced a copy");
+    cr_assert_eq(atomic_load(&shim_journals), 0, "a copy kept a rollback journal");
+    cr_assert_eq(count_rows(restored), 3000);
+    assert_integrity(restored);
+    cr_assert_eq(sqlite3_vfs_unregister(&shim_vfs), SQLITE_OK);
+}

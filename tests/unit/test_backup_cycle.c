@@ -16,6 +16,7 @@
 #include "test_support.h"
 
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -467,6 +468,33 @@ Test(backup_cycle, full_copy_then_changes_restore_row_by_row)
     table_digest(out, restored, &restored_rows);
     cr_assert_eq(restored_rows, live_rows);
     cr_assert_str_eq(restored, live, "restored rows differ from the live ones");
+}
+
+/* Once sent, the staged full copy and each staged capture leave the staging folder (they are
+ * truncated away in slices before the unlink; see release_staged). */
+Test(backup_cycle, sent_files_leave_the_staging_folder)
+{
+    gs_database *db = db_with_chain();
+    insert_rows(db, 601, 2000); /* a larger capture, sent like the others */
+    turn_ok(db);
+    DIR *d = opendir(staging);
+    cr_assert_not_null(d);
+    int others = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0 ||
+            strcmp(e->d_name, "cycle.json") == 0)
+            continue;
+        cr_log_error("left in the staging folder: %s", e->d_name);
+        others++;
+    }
+    closedir(d);
+    cr_assert_eq(others, 0, "the staging folder holds only the cycle's state");
+    gs_chain_list l = read_chains();
+    cr_assert_eq(l.count, 1u);
+    cr_assert_geq(l.items[0].change_count, 3u);
+    gs_chain_list_free(&l);
+    gs_db_free(db);
 }
 
 Test(backup_cycle, restore_to_a_moment_between_two_turns)

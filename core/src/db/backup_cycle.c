@@ -403,6 +403,30 @@ static void staged_capture_path(const gs_backup_cycle *c, int64_t sequence, char
     snprintf(out, cap, "%s/capture-%lld.wal", c->staging_dir, (long long)sequence);
 }
 
+/* Remove a staged file the destination now holds, in slices from its end. On a filesystem
+ * mounted with online discard (ext4 -o discard, as on the machine of the README figures),
+ * unlinking a large file discards all its blocks at once: a GiB keeps the disk busy for about
+ * 300 ms, and an fsync the served database makes meanwhile (every commit at
+ * synchronous=FULL) waits behind all of it (74-94 ms measured there). Truncating 16 MiB at a
+ * time takes as long in total but lets those fsyncs in between (10-14 ms). */
+#define RELEASE_SLICE_BYTES ((off_t)16 << 20)
+
+static void release_staged(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd >= 0 && fstat(fd, &sb) == 0) {
+        for (off_t size = sb.st_size; size > 0;) {
+            size = size > RELEASE_SLICE_BYTES ? size - RELEASE_SLICE_BYTES : 0;
+            if (ftruncate(fd, size) != 0)
+                break; /* the unlink below still removes it */
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    unlink(path);
+}
+
 /* Drop the chain: the staged capture goes with it. The state file is rewritten by the next
  * chain (or removed by the caller). */
 static void discard_state(gs_backup_cycle *c)
@@ -634,7 +658,7 @@ static gs_status send_pending(gs_backup_cycle *c, gs_error *err)
     s->has_cursor = 1;
     s->has_pending = 0;
     gs_status st = save_state(c, err);
-    unlink(staged);
+    release_staged(staged);
     return st;
 }
 
@@ -695,7 +719,7 @@ static gs_status replace_chain(gs_backup_cycle *c, gs_error *err)
     char fp[65];
     gs_status st = gs_stored_send(c->dest, staged, name, c->cfg.piece_bytes, c->cfg.fingerprint,
                                   &c->cancel, on_send, &sc, &pieces, &bytes, fp, err);
-    unlink(staged);
+    release_staged(staged);
     if (st != GS_OK)
         return GS_ERROR;
     int64_t finished = gs_backup_now_ms();
