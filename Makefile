@@ -8,7 +8,8 @@ CONFIG     ?= config/default.yaml
 DEB_PACKAGES := build-essential cmake pkg-config clang clang-format python3 curl sqlite3 \
 	libsqlite3-dev libmicrohttpd-dev libwebsockets-dev libyaml-dev libjansson-dev libcriterion-dev \
 	libgnutls28-dev gnutls-bin openssl valgrind \
-	libprotobuf-c-dev protobuf-c-compiler libgrpc-dev
+	libprotobuf-c-dev protobuf-c-compiler libgrpc-dev \
+	etcd-server etcd-client libcurl4-openssl-dev libreadline-dev postgresql libpq-dev
 
 .PHONY: all deps build build-asan run test test-fast format check-format clean
 

@@ -26,7 +26,7 @@ extern "C" {
 /** ABI major: a breaking change bumps it; the loader refuses any other major. */
 #define GS_ABI_MAJOR 1
 /** ABI minor: appended members; the loader accepts any minor of its major. */
-#define GS_ABI_MINOR 3
+#define GS_ABI_MINOR 4
 
 #define GS_STR_(x) #x
 #define GS_STR(x) GS_STR_(x)

@@ -255,6 +255,15 @@ static gs_status check_descriptor(const char *instance, const char *path,
         return refuse(err, instance, path, problem,
                       "rebuild the plugin against this gatestream's headers");
     }
+    if (d->kind == GS_KIND_COORDINATOR && d->abi_minor < 4) {
+        /* The coordinator contract (watch loss, lease compare, key prefix) was settled in 1.4,
+         * before the core ever called a coordinator. */
+        snprintf(problem, sizeof problem,
+                 "it is a coordinator built for ABI %u.%u; coordinators need ABI 1.4 or later",
+                 d->abi_major, d->abi_minor);
+        return refuse(err, instance, path, problem,
+                      "rebuild the coordinator against this gatestream's headers");
+    }
     if (!d->build_signature || strcmp(d->build_signature, GS_BUILD_SIGNATURE) != 0) {
         snprintf(problem, sizeof problem,
                  "its build signature '%s' differs from this gatestream's '%s'",
