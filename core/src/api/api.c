@@ -530,8 +530,11 @@ gs_status gs_api_run_statement(gs_api *api, const gs_api_stmt_call *call, gs_err
         r->after = gs_api_after_begin(api, call->database_id, named ? op->name : NULL, dreq.stmts,
                                       dreq.stmt_count, call->identity, dreq.kind != GS_DB_QUERY);
         /* The database copies the request: stmts and resolved go once this returns. */
-        if (gs_api_repl_submit(db, &dreq, json_object_get(call->body, "writeConcern"), err) !=
-            GS_OK) {
+        if ((dreq.kind == GS_DB_QUERY &&
+             gs_api_repl_check_read(db, json_object_get(call->body, "readConcern"), err) !=
+                 GS_OK) ||
+            gs_api_repl_submit(db, &dreq, json_object_get(call->body, "writeConcern"), err) !=
+                GS_OK) {
             st = ws_flavour(call->ws, err);
             gs_api_after_drop(r->after);
             if (r->acquired)
@@ -571,11 +574,33 @@ static void serve_db(api_call *c, const gs_request *req, const gs_route *rt)
     }
 
     switch (rt->action) {
-    case GS_ROUTE_CLUSTER:
-        /* No cluster status source is configured on a standalone node: the spec's 404,
-         * identical to a refusal. */
-        respond_code(c, "NOT_FOUND", "no route for this path%s", "");
+    case GS_ROUTE_CLUSTER: {
+        /* authorizeClusterStatus is server.cluster_status; a refusal, an unconfigured server
+         * and a database without replication all give the same 404 (spec 05) */
+        int allowed = api->cluster_status == 2 || (api->cluster_status == 1 && c->identity);
+        if (!allowed) {
+            respond_code(c, "NOT_FOUND", "no route for this path%s", "");
+            return;
+        }
+        gs_database *db = gs_registry_acquire(api->reg, rt->database_id, &err);
+        if (!db) {
+            respond_error(c, &err);
+            return;
+        }
+        struct gs_repl_engine *e = gs_db_repl(db);
+        if (!e) {
+            gs_registry_release(api->reg, db);
+            respond_code(c, "NOT_FOUND", "no route for this path%s", "");
+            return;
+        }
+        gs_buf b;
+        gs_buf_init(&b);
+        gs_repl_cluster_json(e, rt->database_id, &b);
+        gs_registry_release(api->reg, db);
+        respond_json(c, 200, b.data ? b.data : "{}");
+        gs_buf_free(&b);
         return;
+    }
     case GS_ROUTE_BACKUP_RESTORE_STATUS:
     case GS_ROUTE_BACKUP_RESTORE:
     case GS_ROUTE_BACKUP:
@@ -743,6 +768,7 @@ gs_status gs_api_new(const gs_api_options *opts, gs_registry *registry, gs_api *
     api->ops = opts->operations;
     api->accept_sql = opts->accept_sql;
     api->accept_backup_restore = opts->accept_backup_restore;
+    api->cluster_status = opts->cluster_status;
     api->max_body_bytes = opts->max_body_bytes;
     api->cors.enabled = opts->cors.enabled;
     api->cors.max_age = opts->cors.max_age;

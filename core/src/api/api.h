@@ -37,6 +37,7 @@ typedef struct gs_api_cors {
 typedef struct gs_api_options {
     int accept_sql;
     int accept_backup_restore;
+    int cluster_status; /* 0 off, 1 an authenticated identity, 2 any request */
     uint64_t max_body_bytes;
     gs_api_cors cors;
     const gs_api_hook *hooks; /* chained in order */

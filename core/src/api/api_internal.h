@@ -30,6 +30,7 @@ struct gs_api {
     gs_operations *ops;
     int accept_sql;
     int accept_backup_restore;
+    int cluster_status;
     uint64_t max_body_bytes;
     gs_api_cors cors;
     gs_api_hook *hooks;
@@ -124,6 +125,8 @@ gs_status gs_api_before_query_op(gs_api *api, const char *database_id, const cha
  * write once `write_concern` ({level, timeoutMs}, or NULL for the configured default) is met.
  * Same contract as gs_db_submit.
  */
+/** Coordinator mode: READ_CONCERN_ERROR when a query's readConcern cannot be met here. */
+gs_status gs_api_repl_check_read(gs_database *db, json_t *read_concern, gs_error *err);
 gs_status gs_api_repl_submit(gs_database *db, const gs_db_request *req, json_t *write_concern,
                              gs_error *err);
 

@@ -85,6 +85,14 @@ static void committed(void *user, const gs_db_reply *reply)
     gs_repl_await_concern(e, level, timeout, concern_met, w);
 }
 
+gs_status gs_api_repl_check_read(gs_database *db, json_t *read_concern, gs_error *err)
+{
+    gs_repl_engine *e = gs_db_repl(db);
+    if (!e || !gs_repl_coordinated(e))
+        return GS_OK;
+    return gs_repl_check_read(e, json_string_value(json_object_get(read_concern, "level")), err);
+}
+
 gs_status gs_api_repl_submit(gs_database *db, const gs_db_request *req, json_t *write_concern,
                              gs_error *err)
 {

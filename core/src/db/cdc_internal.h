@@ -157,9 +157,25 @@ static inline int gs_cdc_stamping(const gs_database *db)
 }
 /** The highest seq in the log (the writer holds the write lock: no one else adds rows). */
 gs_status gs_cdc_max_seq(gs_conn *conn, uint64_t *out, gs_error *err);
-/** Stamp the rows above *seq with one new tx_id, HLC and the node id; *seq advances past
- * them. Copies the stamp into last_hlc (GS_HLC_MAX_LEN) when rows were stamped. */
-gs_status gs_cdc_stamp(gs_cdc *cdc, gs_conn *conn, uint64_t *seq, char *last_hlc, gs_error *err);
+
+/*
+ * Write-time stamping (spec 08): the triggers read node_id, tx_id and hlc from the one-row
+ * table GS_CDC_STAMP_TABLE, or write them empty when it has no row. The writer sets the stamp
+ * before a unit (or, applying a replicated change, before each change) and clears it before
+ * its transaction commits, so the row exists only inside the writer's own open transaction:
+ * the rows a unit's triggers write carry its stamp as they are inserted (no rewrite of the
+ * log afterwards), and another connection or process, which never sees an uncommitted row,
+ * keeps writing unstamped changes. A savepoint rolled back takes the stamp it set with it.
+ */
+#define GS_CDC_STAMP_TABLE "_sirannon_write_stamp"
+/** Set the stamp (inside a transaction; the log's tables exist). QUERY_ERROR and the like. */
+gs_status gs_cdc_stamp_set(gs_conn *conn, const char *node_id, const char *tx_id, const char *hlc,
+                           gs_error *err);
+/** Mint a local stamp (this node, a fresh 32-hex tx_id, gs_hlc_now into hlc, GS_HLC_MAX_LEN
+ * bytes) and set it. */
+gs_status gs_cdc_stamp_arm(gs_cdc *cdc, gs_conn *conn, char *hlc, gs_error *err);
+/** Remove the stamp (before the transaction that set it commits). */
+gs_status gs_cdc_stamp_clear(gs_conn *conn, gs_error *err);
 /** Before an ALTER TABLE (inside a transaction): drop the triggers of every watched table,
  * since SQLite refuses to drop or rename a column a trigger names. gs_cdc_after_ddl with force
  * puts them back. */

@@ -53,6 +53,10 @@ static const char *const SCHEMA_EXTRA[] = {
     "CREATE INDEX IF NOT EXISTS idx__sirannon_changes_node_id ON _sirannon_changes (node_id)",
     "CREATE INDEX IF NOT EXISTS idx__sirannon_changes_hlc ON _sirannon_changes (hlc)",
     "CREATE TABLE IF NOT EXISTS _sirannon_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    /* the writer's current stamp, read by the triggers (see gs_cdc_stamp_set); it holds a row
+     * only inside a writer transaction, so every other writer's changes stay unstamped */
+    "CREATE TABLE IF NOT EXISTS " GS_CDC_STAMP_TABLE " (id INTEGER PRIMARY KEY CHECK (id = 1), "
+    "node_id TEXT NOT NULL, tx_id TEXT NOT NULL, hlc TEXT NOT NULL)",
 };
 
 int gs_cdc_identifier_ok(const char *s)
@@ -451,6 +455,10 @@ gs_status gs_cdc_open(gs_cdc *cdc, gs_conn *conn, gs_error *err)
         return GS_ERROR;
     if (gs_cdc_init_on_writer(cdc, conn, err) != GS_OK)
         goto fail;
+    /* the writer clears the stamp before every commit, so a row is never left behind; should
+     * one be (a bug), it must not stamp another process's writes */
+    if (gs_cdc_stamp_clear(conn, err) != GS_OK)
+        goto fail;
     for (size_t i = 0; i < cdc->nconfig; i++) {
         int exists;
         if (gs_cdc_table_exists(conn, cdc->config_tables[i], &exists, err) != GS_OK)
@@ -490,41 +498,57 @@ gs_status gs_cdc_max_seq(gs_conn *conn, uint64_t *out, gs_error *err)
     return rc == SQLITE_ROW ? GS_OK : GS_ERROR;
 }
 
-gs_status gs_cdc_stamp(gs_cdc *cdc, gs_conn *conn, uint64_t *seq, char *last_hlc, gs_error *err)
+gs_status gs_cdc_stamp_set(gs_conn *conn, const char *node_id, const char *tx_id, const char *hlc,
+                           gs_error *err)
 {
-    static const char sql[] = "UPDATE _sirannon_changes SET node_id = ?1, tx_id = ?2, hlc = ?3 "
-                              "WHERE seq > ?4";
+    static const char sql[] = "INSERT OR REPLACE INTO " GS_CDC_STAMP_TABLE
+                              " (id, node_id, tx_id, hlc) VALUES (1, ?1, ?2, ?3)";
+    gs_stmt *st;
+    if (gs_conn_prepare(conn, sql, sizeof sql - 1, GS_PREP_TRUSTED, &st, err) != GS_OK) {
+        gs_error_prefix(err, "setting the write stamp");
+        return GS_ERROR;
+    }
+    sqlite3_stmt *ss = gs_stmt_sqlite(st);
+    sqlite3_bind_text(ss, 1, node_id ? node_id : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(ss, 2, tx_id ? tx_id : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(ss, 3, hlc ? hlc : "", -1, SQLITE_STATIC);
+    int rc = gs_conn_step(conn, st, err);
+    gs_conn_release(conn, st);
+    if (rc != SQLITE_DONE) {
+        gs_error_prefix(err, "setting the write stamp");
+        return GS_ERROR;
+    }
+    return GS_OK;
+}
+
+gs_status gs_cdc_stamp_clear(gs_conn *conn, gs_error *err)
+{
+    static const char sql[] = "DELETE FROM " GS_CDC_STAMP_TABLE;
+    gs_stmt *st;
+    if (gs_conn_prepare(conn, sql, sizeof sql - 1, GS_PREP_TRUSTED, &st, err) != GS_OK) {
+        gs_error_prefix(err, "clearing the write stamp");
+        return GS_ERROR;
+    }
+    int rc = gs_conn_step(conn, st, err);
+    gs_conn_release(conn, st);
+    if (rc != SQLITE_DONE) {
+        gs_error_prefix(err, "clearing the write stamp");
+        return GS_ERROR;
+    }
+    return GS_OK;
+}
+
+gs_status gs_cdc_stamp_arm(gs_cdc *cdc, gs_conn *conn, char *hlc, gs_error *err)
+{
     uint8_t raw[16];
     uint64_t a = splitmix(&cdc->rng[0]), b = splitmix(&cdc->rng[1]);
     memcpy(raw, &a, 8);
     memcpy(raw + 8, &b, 8);
     char tx[33];
     hex_lower(tx, raw, sizeof raw);
-    char hlc[GS_HLC_MAX_LEN];
     if (gs_hlc_now(&cdc->clock, hlc, err) != GS_OK)
         return GS_ERROR;
-    gs_stmt *st;
-    if (gs_conn_prepare(conn, sql, sizeof sql - 1, GS_PREP_TRUSTED, &st, err) != GS_OK)
-        return GS_ERROR;
-    sqlite3_stmt *ss = gs_stmt_sqlite(st);
-    sqlite3_bind_text(ss, 1, cdc->node_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(ss, 2, tx, 32, SQLITE_STATIC);
-    sqlite3_bind_text(ss, 3, hlc, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(ss, 4, (sqlite3_int64)*seq);
-    int rc = gs_conn_step(conn, st, err);
-    gs_conn_release(conn, st);
-    if (rc != SQLITE_DONE) {
-        gs_error_prefix(err, "stamping the change log");
-        return GS_ERROR;
-    }
-    /* one writer holds the write lock and AUTOINCREMENT hands out consecutive numbers, so
-     * this unit's rows are exactly seq+1 .. seq+n */
-    sqlite3_int64 n = sqlite3_changes64(gs_conn_db(conn));
-    if (n > 0) {
-        *seq += (uint64_t)n;
-        memcpy(last_hlc, hlc, GS_HLC_MAX_LEN);
-    }
-    return GS_OK;
+    return gs_cdc_stamp_set(conn, cdc->node_id, tx, hlc, err);
 }
 
 /* ---- blocking writer calls ---- */

@@ -2,6 +2,12 @@
  * The change-capture triggers (spec 02 "Triggers"): a table's shape (columns, key), the three
  * AFTER triggers built from it with the row images under the tagged encoding in SQL, their
  * installation, and their refresh after DDL. Runs on the writer connection.
+ *
+ * The spec's triggers write node_id, tx_id and hlc empty and the writer stamps the rows
+ * afterwards; ours read the stamp the writer set for the unit (GS_CDC_STAMP_TABLE, empty
+ * outside the writer's own transactions), which gives the same committed rows without
+ * rewriting each one. A log written by an older build's triggers is upgraded when the file
+ * opens (gs_cdc_init_on_writer reinstalls every table's triggers).
  */
 #include "cdc_internal.h"
 
@@ -18,6 +24,12 @@
 #define NOW_SECONDS "((julianday('now') - 2440587.5) * 86400.0)"
 /* json_object takes at most 127 arguments by default: larger rows are built in chunks */
 #define PAIRS_PER_CALL 50
+/* node_id, tx_id and hlc from the writer's stamp (cdc_internal.h), empty without one */
+#define STAMP_COLUMNS ", node_id, tx_id, hlc"
+#define STAMP_VALUES                                                                               \
+    ", coalesce((SELECT node_id FROM " GS_CDC_STAMP_TABLE                                          \
+    "), ''), coalesce((SELECT tx_id FROM " GS_CDC_STAMP_TABLE                                      \
+    "), ''), coalesce((SELECT hlc FROM " GS_CDC_STAMP_TABLE "), '')"
 
 static const char TRIGGER_PREFIX[] = "_sirannon_trg_";
 
@@ -203,8 +215,8 @@ static void trigger_sql(gs_buf *b, const table_shape *s, const char *op)
     if (strcmp(op, "insert") == 0) {
         gs_buf_printf(b,
                       "CREATE TRIGGER \"%s%s_insert\" AFTER INSERT ON \"%s\" BEGIN INSERT INTO "
-                      "_sirannon_changes (table_name, operation, row_id, changed_at, new_data) "
-                      "VALUES ('%s', 'INSERT', ",
+                      "_sirannon_changes (table_name, operation, row_id, changed_at, "
+                      "new_data" STAMP_COLUMNS ") VALUES ('%s', 'INSERT', ",
                       TRIGGER_PREFIX, t, t, t);
         row_id_sql(b, "NEW", s);
         gs_buf_puts(b, ", " NOW_SECONDS ", ");
@@ -213,7 +225,7 @@ static void trigger_sql(gs_buf *b, const table_shape *s, const char *op)
         gs_buf_printf(b,
                       "CREATE TRIGGER \"%s%s_update\" AFTER UPDATE ON \"%s\" BEGIN INSERT INTO "
                       "_sirannon_changes (table_name, operation, row_id, changed_at, old_data, "
-                      "new_data) VALUES ('%s', 'UPDATE', ",
+                      "new_data" STAMP_COLUMNS ") VALUES ('%s', 'UPDATE', ",
                       TRIGGER_PREFIX, t, t, t);
         row_id_sql(b, "NEW", s);
         gs_buf_puts(b, ", " NOW_SECONDS ", ");
@@ -223,14 +235,14 @@ static void trigger_sql(gs_buf *b, const table_shape *s, const char *op)
     } else {
         gs_buf_printf(b,
                       "CREATE TRIGGER \"%s%s_delete\" AFTER DELETE ON \"%s\" BEGIN INSERT INTO "
-                      "_sirannon_changes (table_name, operation, row_id, changed_at, old_data) "
-                      "VALUES ('%s', 'DELETE', ",
+                      "_sirannon_changes (table_name, operation, row_id, changed_at, "
+                      "old_data" STAMP_COLUMNS ") VALUES ('%s', 'DELETE', ",
                       TRIGGER_PREFIX, t, t, t);
         row_id_sql(b, "OLD", s);
         gs_buf_puts(b, ", " NOW_SECONDS ", ");
         row_json(b, "OLD", s);
     }
-    gs_buf_puts(b, "); END");
+    gs_buf_puts(b, STAMP_VALUES "); END");
 }
 
 gs_status gs_cdc_drop_triggers(gs_conn *conn, const char *table, gs_error *err)

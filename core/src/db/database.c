@@ -564,6 +564,14 @@ void gs_db_set_commit_hook(gs_database *db, void (*fn)(void *user, int64_t seq),
     pthread_mutex_unlock(&db->hook_mu);
 }
 
+void gs_db_set_write_gate(gs_database *db, gs_status (*fn)(void *user, gs_error *err), void *user)
+{
+    pthread_mutex_lock(&db->hook_mu);
+    db->write_gate = fn;
+    db->write_gate_user = user;
+    pthread_mutex_unlock(&db->hook_mu);
+}
+
 int64_t gs_db_committed_seq(const gs_database *db)
 {
     return atomic_load(&((gs_database *)db)->committed_seq);

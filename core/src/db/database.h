@@ -107,6 +107,9 @@ struct gs_repl_engine;
 /** Called on the writer thread after every commit that changed rows, with the highest
  * change-log seq then committed. Set it before writes flow; NULL removes it. */
 void gs_db_set_commit_hook(gs_database *db, void (*fn)(void *user, int64_t seq), void *user);
+/** A gate every client write passes on the writer, inside its transaction, right before it
+ * runs (coordinator mode: primary authority); its error fails the write. NULL removes it. */
+void gs_db_set_write_gate(gs_database *db, gs_status (*fn)(void *user, gs_error *err), void *user);
 /** The highest change-log seq committed so far (tracked while a commit hook is set). */
 int64_t gs_db_committed_seq(const gs_database *db);
 /** Record the committed seq (writer thread, at setup). */

@@ -93,6 +93,8 @@ struct gs_database {
     pthread_mutex_t hook_mu;
     void (*commit_hook)(void *user, int64_t seq);
     void *commit_hook_user;
+    gs_status (*write_gate)(void *user, gs_error *err); /* hook_mu */
+    void *write_gate_user;
     struct gs_repl_engine *repl;
     _Atomic int64_t committed_seq;
 

@@ -12,8 +12,9 @@
  * in autocommit mode; DDL, PRAGMA and the like, LOAD and internal calls run alone.
  *
  * Change capture (cdc_internal.h): once anything subscribes, every unit's change rows are
- * stamped inside its own savepoint (one tx_id and HLC per unit), so a lone write then runs in
- * a transaction too; the clock is persisted once per transaction. After a DDL statement the
+ * stamped as its triggers write them (one tx_id and HLC per unit, set inside the unit's own
+ * savepoint and cleared before COMMIT), so a lone write then runs in a transaction too; the
+ * clock is persisted once per transaction. After a DDL statement the
  * triggers of watched tables follow the new columns. After a commit that changed rows, the
  * feed is woken while anyone subscribes.
  *
@@ -180,8 +181,20 @@ static gs_status run_stmt(writer *w, const gs_job_stmt *js, const gs_bind_set *s
 
 /* ---- one unit (EXECUTE, TRANSACTION or BATCH) inside an open transaction ---- */
 
+/* The write gate (coordinator mode: only a node that proves primary authority writes),
+ * checked inside the write transaction right before a client's write runs. */
+static gs_status write_gate(gs_database *db, gs_error *err)
+{
+    pthread_mutex_lock(&db->hook_mu);
+    gs_status st = db->write_gate ? db->write_gate(db->write_gate_user, err) : GS_OK;
+    pthread_mutex_unlock(&db->hook_mu);
+    return st;
+}
+
 static gs_status run_unit(writer *w, gs_job *job, gs_buf *out, gs_error *err)
 {
+    if (job->kind != GS_DB_INTERNAL && job->is_write && write_gate(w->db, err) != GS_OK)
+        return GS_ERROR;
     switch (job->kind) {
     case GS_DB_EXECUTE: return run_stmt(w, &job->stmts[0], &job->stmts[0].params, out, err);
     case GS_DB_TRANSACTION:
@@ -285,17 +298,11 @@ static void run_group(writer *w, size_t n)
         }
         int use_sp = active > 1;
         long lost = -1; /* a unit whose failure ended the whole transaction */
-        /* write stamping: each unit's change rows get their own tx_id and HLC */
-        int stamp = gs_cdc_stamping(w->db);
-        uint64_t cseq = 0;
+        /* write stamping: each unit's change rows get their own tx_id and HLC, set before the
+         * unit runs so its triggers write them (cdc_internal.h) */
+        int stamp = gs_cdc_stamping(w->db), armed = 0;
         char last_hlc[GS_HLC_MAX_LEN];
         last_hlc[0] = '\0';
-        if (stamp && gs_cdc_max_seq(w->conn, &cseq, &e) != GS_OK) {
-            gs_log(GS_LOG_ERROR, "db",
-                   "database '%s': reading the change log: %s (this transaction is not stamped)",
-                   w->db->id, e.message);
-            stamp = 0;
-        }
         for (size_t i = 0; i < n && lost < 0; i++) {
             unit *u = &s->units[i];
             if (u->state == UNIT_FAILED)
@@ -307,14 +314,25 @@ static void run_group(writer *w, size_t n)
                 break;
             }
             u->off = s->out.len;
-            if (run_unit(w, u->job, &s->out, &u->err) == GS_OK &&
-                (!stamp || gs_cdc_stamp(w->db->cdc, w->conn, &cseq, last_hlc, &u->err) == GS_OK)) {
+            char hlc[GS_HLC_MAX_LEN];
+            if (stamp && gs_cdc_stamp_arm(w->db->cdc, w->conn, hlc, &e) != GS_OK) {
+                /* the log's tables are gone (a rolled-back transaction created them): the
+                 * writes go on unstamped, as any other connection's would */
+                gs_log(GS_LOG_ERROR, "db", "database '%s': %s (this transaction is not stamped)",
+                       w->db->id, e.message);
+                stamp = 0;
+            }
+            armed |= stamp;
+            sqlite3_int64 changes_before = sqlite3_total_changes64(sdb);
+            if (run_unit(w, u->job, &s->out, &u->err) == GS_OK) {
                 if (use_sp && gs_conn_exec(w->conn, "RELEASE gs_unit", &e) != GS_OK) {
                     gs_error_set(&u->err, 0, "TRANSACTION_ERROR", "cannot release a savepoint: %s",
                                  e.message);
                     lost = (long)i;
                     break;
                 }
+                if (stamp && sqlite3_total_changes64(sdb) != changes_before)
+                    memcpy(last_hlc, hlc, GS_HLC_MAX_LEN); /* the clock is persisted below */
                 u->len = s->out.len - u->off;
                 u->state = UNIT_OK;
                 continue;
@@ -349,7 +367,9 @@ static void run_group(writer *w, size_t n)
         if (last_hlc[0] && gs_hlc_persist(w->conn, last_hlc, &e) != GS_OK)
             gs_log(GS_LOG_WARN, "db", "database '%s': persisting the HLC: %s", w->db->id,
                    e.message);
-        if (gs_conn_exec(w->conn, "COMMIT", &e) != GS_OK) {
+        /* the stamp must not outlive the transaction (another writer would take it) */
+        if ((armed && gs_cdc_stamp_clear(w->conn, &e) != GS_OK) ||
+            gs_conn_exec(w->conn, "COMMIT", &e) != GS_OK) {
             rollback_quietly(w);
             for (size_t i = 0; i < n; i++)
                 if (s->units[i].state == UNIT_OK) {
@@ -427,9 +447,11 @@ static void run_load(writer *w, unit *u)
                      e.message);
         failed = 1;
     } else {
+        /* one load is one transaction: one stamp, set before its rows are written */
         int stamp = gs_cdc_stamping(w->db);
-        uint64_t cseq = 0;
-        if (stamp && gs_cdc_max_seq(w->conn, &cseq, err) != GS_OK)
+        char last_hlc[GS_HLC_MAX_LEN];
+        last_hlc[0] = '\0';
+        if (stamp && gs_cdc_stamp_arm(w->db->cdc, w->conn, last_hlc, err) != GS_OK)
             failed = 1;
         gs_stmt *st;
         if (!failed &&
@@ -458,15 +480,11 @@ static void run_load(writer *w, unit *u)
             gs_conn_release(w->conn, st);
         }
         if (!failed && stamp) {
-            /* the rows above the log's end before the load began are the load's own (the
-             * writer holds the write lock); one load is one transaction */
-            char last_hlc[GS_HLC_MAX_LEN];
-            last_hlc[0] = '\0';
-            if (gs_cdc_stamp(w->db->cdc, w->conn, &cseq, last_hlc, err) != GS_OK)
-                failed = 1;
-            if (!failed && last_hlc[0] && gs_hlc_persist(w->conn, last_hlc, &e) != GS_OK)
+            if (changes > 0 && gs_hlc_persist(w->conn, last_hlc, &e) != GS_OK)
                 gs_log(GS_LOG_WARN, "db", "database '%s': persisting the HLC: %s", w->db->id,
                        e.message);
+            if (gs_cdc_stamp_clear(w->conn, err) != GS_OK)
+                failed = 1;
         }
         if (failed) {
             rollback_quietly(w);

@@ -18,6 +18,7 @@
 #include "../db/cdc.h"
 #include "../db/backup_cycle.h"
 #include <gatestream/backup_destination.h>
+#include <gatestream/coordinator.h>
 #include "../db/registry.h"
 #include "../plugin/loader.h"
 #include "node_internal.h"
@@ -292,6 +293,11 @@ static gs_status create_instances(gs_node *n, gs_error *err)
             break;
         case GS_KIND_BACKUP_DESTINATION:
             st = ((const gs_backup_destination_vtable *)vt)
+                     ->create(&n->host, inst->config, &inst->instance, err);
+            break;
+        case GS_KIND_COORDINATOR:
+            /* connected by the replication engine's authority (it retries while unreachable) */
+            st = ((const gs_coordinator_vtable *)vt)
                      ->create(&n->host, inst->config, &inst->instance, err);
             break;
         default:
@@ -752,6 +758,9 @@ gs_status gs_node_start(gs_node *n, gs_error *err)
     memset(&ao, 0, sizeof ao);
     ao.accept_sql = sv->accept_sql;
     ao.accept_backup_restore = sv->accept_backup_restore;
+    ao.cluster_status = !sv->cluster_status || strcmp(sv->cluster_status, "off") == 0 ? 0
+                        : strcmp(sv->cluster_status, "any") == 0                      ? 2
+                                                                                      : 1;
     ao.max_body_bytes = (uint64_t)sv->max_body_bytes;
     ao.cors.enabled = sv->cors.enabled;
     ao.cors.origins = sv->cors.origins.items;
@@ -860,6 +869,11 @@ void gs_node_stop(gs_node *n)
         }
     }
     gs_node_repl_stop(n);
+    for (size_t i = n->instance_count; i-- > 0;) {
+        gs_instance *inst = &n->instances[i];
+        if (inst->kind == GS_KIND_COORDINATOR && inst->instance)
+            ((const gs_coordinator_vtable *)inst->plugin->desc->vtable)->stop(inst->instance);
+    }
     if (n->reg)
         gs_registry_shutdown(n->reg);
     if (n->api) /* requests cut off by the transports have answered by now */
@@ -885,6 +899,8 @@ void gs_node_free(gs_node *n)
                 ((const gs_resolver_vtable *)vt)->destroy(inst->instance);
             else if (inst->kind == GS_KIND_BACKUP_DESTINATION)
                 ((const gs_backup_destination_vtable *)vt)->destroy(inst->instance);
+            else if (inst->kind == GS_KIND_COORDINATOR)
+                ((const gs_coordinator_vtable *)vt)->destroy(inst->instance);
         }
     }
     gs_node_repl_free(n);

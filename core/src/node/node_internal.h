@@ -13,6 +13,7 @@
 #include "../db/migrations.h"
 #include "../db/registry.h"
 #include "../plugin/loader.h"
+#include "../repl/authority.h"
 #include "settings.h"
 
 #include <gatestream/host.h>
@@ -46,7 +47,8 @@ struct gs_node {
     int stopped;
     /* replication (node_repl.c) */
     struct gs_repl_engine *repl;
-    gs_instance lww; /* the default resolver when replication.resolver is not set */
+    gs_instance lww;             /* the default resolver when replication.resolver is not set */
+    gs_authority_options auth_o; /* coordinator mode: what the engine's authority runs with */
 };
 
 /** The instance named `name`, or NULL. */

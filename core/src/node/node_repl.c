@@ -81,6 +81,19 @@ gs_status gs_node_repl_check(gs_node *n, gs_error *err)
                             n->doc->file);
     if (want_instance(n, "transport", r->transport, GS_KIND_REPL_TRANSPORT, &inst, err))
         return GS_ERROR;
+    if (r->coordinator.instance) {
+        if (want_instance(n, "coordinator.instance", r->coordinator.instance, GS_KIND_COORDINATOR,
+                          &inst, err) != GS_OK)
+            return GS_ERROR;
+        if (!r->coordinator.cluster_id)
+            return gs_error_set(err, 0, "INVALID_CONFIG",
+                                "%s: replication.coordinator.cluster_id is required", n->doc->file);
+    } else if (r->coordinator.cluster_id || r->coordinator.voters.count) {
+        return gs_error_set(err, 0, "INVALID_CONFIG",
+                            "%s: replication.coordinator: set instance (a coordinator plugin "
+                            "instance) to turn on coordinator mode",
+                            n->doc->file);
+    }
     if (r->resolver &&
         want_instance(n, "resolver", r->resolver, GS_KIND_RESOLVER, &inst, err) != GS_OK)
         return GS_ERROR;
@@ -216,13 +229,42 @@ static gs_status build_options(gs_node *n, gs_repl_options *o, gs_repl_peer_cfg 
     o->catch_up_deadline_ms = r->catch_up_deadline_ms;
     o->write_forwarding = r->write_forwarding;
     o->forward_deadline_ms = r->forward_deadline_ms;
-    o->write_concern = r->write_concern;
+    o->write_concern = r->write_concern ? r->write_concern : "local";
     o->write_concern_timeout_ms = r->write_concern_timeout_ms;
     o->resume_from_seq = r->resume_from_seq;
     o->flow_max_lag_seconds = r->flow_control.max_lag_seconds;
     o->on_lag_exceeded = lag_exceeded;
     o->before_forwarded = before_forwarded;
     o->user = n;
+    if (r->coordinator.instance) {
+        gs_authority_options *a = &n->auth_o;
+        memset(a, 0, sizeof *a);
+        gs_instance *ci = gs_node_find_instance(n, r->coordinator.instance);
+        a->node_id = n->s.node.id;
+        a->cluster_id = r->coordinator.cluster_id;
+        const gs_settings_db *d = replicated_db(n, err);
+        if (!d)
+            return GS_ERROR;
+        a->group_id = r->coordinator.group_id ? r->coordinator.group_id : d->id;
+        a->endpoint = r->coordinator.endpoint;
+        a->voters = r->coordinator.voters.items;
+        a->nvoters = r->coordinator.voters.count;
+        a->bootstrap_primary = r->role && strcmp(r->role, "primary") == 0;
+        a->session_ttl_ms = r->coordinator.session_ttl_ms;
+        a->controller = r->coordinator.controller.enabled;
+        a->controller_lease_ttl_ms = r->coordinator.controller.lease_ttl_ms;
+        a->controller_tick_ms = r->coordinator.controller.tick_interval_ms;
+        a->vt = ci ? ci->plugin->desc->vtable : NULL;
+        a->inst = ci ? ci->instance : NULL;
+        a->package_version = GS_VERSION;
+        a->spec_version = "1.0";
+        a->protocol_version = GS_REPL_PROTOCOL_VERSION;
+        o->coordinator = a;
+        o->in_sync_timeout_ms = r->coordinator.in_sync_timeout_ms;
+        /* coordinator mode: a write that states no concern waits for a majority */
+        if (!r->write_concern)
+            o->write_concern = "majority";
+    }
     return GS_OK;
 }
 

@@ -4,6 +4,7 @@
 
 #include "settings_keys.h"
 
+static const char *const cluster_status_choices[] = {"off", "authenticated", "any", NULL};
 static const char *const kind_choices[] = {"client_transport",
                                            "repl_transport",
                                            "resolver",
@@ -108,6 +109,9 @@ static const gs_config_key server_keys[] = {
         "accept SQL statements over the network"),
     KEY("accept_backup_restore", GS_CFG_BOOL, "false", 0, gs_settings_server, accept_backup_restore,
         "accept POST /db/{id}/backup/restore"),
+    KEYC("cluster_status", "off", gs_settings_server, cluster_status, cluster_status_choices,
+         "who may read GET /db/{id}/cluster (authorizeClusterStatus): off (404 for everyone), "
+         "authenticated (a request the authenticate hook gave an identity), any"),
     SUB("cors", GS_CFG_SECTION, gs_settings_server, cors, cors_keys, 0, "CORS"),
     SUB("metrics", GS_CFG_SECTION, gs_settings_server, metrics, metrics_keys, 0,
         "GET /metrics (Prometheus)"),

@@ -55,6 +55,7 @@ typedef struct gs_settings_server {
     int64_t max_ws_backpressure_bytes; /* 0 = max(16 MiB, max_body_bytes) */
     int accept_sql;
     int accept_backup_restore;
+    const char *cluster_status; /* off | authenticated | any: who may GET /db/{id}/cluster */
     gs_settings_cors cors;
     gs_settings_metrics metrics;
     const char *tls_cert_file;

@@ -14,10 +14,42 @@ static const gs_config_key peer_keys[] = {
     KEY("id", GS_CFG_STRING, NULL, 1, gs_settings_repl_peer, id, "the peer's node id"),
     {.name = "role",
      .type = GS_CFG_STRING,
-     .required = 1,
+     .required = 0,
      .offset = offsetof(gs_settings_repl_peer, role),
-     .help = "primary | replica",
+     .help = "primary | replica (static mode; ignored in coordinator mode)",
      .choices = roles},
+};
+
+static const gs_config_key controller_keys[] = {
+    KEY("enabled", GS_CFG_BOOL, "true", 0, gs_settings_repl, coordinator.controller.enabled,
+        "run a controller on this node (one is active per cluster; the others stand by)"),
+    KEYR("lease_ttl_ms", GS_CFG_INT, "10000", gs_settings_repl, coordinator.controller.lease_ttl_ms,
+         1000, DAY, "the controller lease"),
+    KEYR("tick_interval_ms", GS_CFG_INT, "1000", gs_settings_repl,
+         coordinator.controller.tick_interval_ms, 10, DAY, "how often the controller decides"),
+};
+
+static const gs_config_key coordinator_keys[] = {
+    KEY("instance", GS_CFG_STRING, NULL, 0, gs_settings_repl, coordinator.instance,
+        "the coordinator plugin instance (etcd, memory); its presence turns on coordinator mode"),
+    KEY("cluster_id", GS_CFG_STRING, NULL, 0, gs_settings_repl, coordinator.cluster_id,
+        "the cluster's id (required with instance): keys live under clusters/<cluster_id>/"),
+    KEY("group_id", GS_CFG_STRING, NULL, 0, gs_settings_repl, coordinator.group_id,
+        "the replication group (default: the replicated database id)"),
+    KEY("endpoint", GS_CFG_STRING, NULL, 0, gs_settings_repl, coordinator.endpoint,
+        "this node's client URL, published for routing (GET /db/{id}/cluster)"),
+    KEY("voting_data_bearing_node_ids", GS_CFG_STRING_LIST, NULL, 0, gs_settings_repl,
+        coordinator.voters, "the group's voters (needed by the node that registers the group)"),
+    KEYR("session_ttl_ms", GS_CFG_INT, "10000", gs_settings_repl, coordinator.session_ttl_ms, 1000,
+         DAY, "this node's session lease: its death is noticed after this"),
+    KEYR("in_sync_timeout_ms", GS_CFG_INT, "2000", gs_settings_repl, coordinator.in_sync_timeout_ms,
+         10, DAY, "an in-sync replica holding a write up this long leaves the in-sync set"),
+    {.name = "controller",
+     .type = GS_CFG_SECTION,
+     .offset = 0,
+     .help = "the failover controller {enabled, lease_ttl_ms, tick_interval_ms}",
+     .children = controller_keys,
+     .child_count = sizeof controller_keys / sizeof controller_keys[0]},
 };
 
 static const gs_config_key resolver_keys[] = {
@@ -48,8 +80,9 @@ const gs_config_key gs_settings_repl_keys[] = {
         "default conflict resolver instance (default: the built-in lww)"),
     SUB("resolvers", GS_CFG_LIST, R, resolvers, resolver_keys, sizeof(gs_settings_repl_resolver),
         "per-table resolvers: {table, resolver}"),
-    KEYC("write_concern", "local", R, write_concern, concerns,
-         "level for writes that state none: local | majority | all"),
+    KEYC("write_concern", NULL, R, write_concern, concerns,
+         "level for writes that state none: local | majority | all (default: local, majority in "
+         "coordinator mode)"),
     KEYR("write_concern_timeout_ms", GS_CFG_INT, "5000", R, write_concern_timeout_ms, 1, DAY,
          "WRITE_CONCERN_ERROR after this"),
     KEY("write_forwarding", GS_CFG_BOOL, "false", 0, R, write_forwarding,
@@ -83,9 +116,22 @@ const gs_config_key gs_settings_repl_keys[] = {
          "catching-up becomes ready after this at the latest"),
     KEYR("resume_from_seq", GS_CFG_INT, "-1", R, resume_from_seq, -1, 9223372036854775807LL,
          "with initial_sync false: the primary seq an out-of-band copy was taken at"),
-    SUB("flow_control", GS_CFG_SECTION, R, flow_control, flow_keys, 0, "replica lag alarm"),
+    /* the section's own offset is 0: its keys carry offsets from the start of R */
+    {.name = "flow_control",
+     .type = GS_CFG_SECTION,
+     .offset = 0,
+     .help = "replica lag alarm",
+     .children = flow_keys,
+     .child_count = sizeof flow_keys / sizeof flow_keys[0]},
     KEYR("snapshot_threshold", GS_CFG_INT, "0", R, snapshot_threshold, 0, 9223372036854775807LL,
          "reserved by the spec; accepted and ignored"),
+    {.name = "coordinator",
+     .type = GS_CFG_SECTION,
+     .offset = 0,
+     .help = "coordinator mode (etcd-backed failover): instance, cluster_id, group_id, endpoint, "
+             "voting_data_bearing_node_ids, session_ttl_ms, in_sync_timeout_ms, controller",
+     .children = coordinator_keys,
+     .child_count = sizeof coordinator_keys / sizeof coordinator_keys[0]},
 };
 
 _Static_assert(sizeof gs_settings_repl_keys / sizeof gs_settings_repl_keys[0] ==

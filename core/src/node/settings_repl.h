@@ -50,10 +50,24 @@ typedef struct gs_settings_repl {
         double max_lag_seconds; /* 0 = off */
     } flow_control;
     int64_t snapshot_threshold; /* reserved by the spec: accepted, no effect */
+    struct {
+        const char *instance; /* coordinator plugin instance: coordinator mode when set */
+        const char *cluster_id;
+        const char *group_id; /* default: the replicated database id */
+        const char *endpoint; /* this node's client URL */
+        gs_config_strings voters;
+        int64_t session_ttl_ms;
+        int64_t in_sync_timeout_ms;
+        struct {
+            int enabled;
+            int64_t lease_ttl_ms;
+            int64_t tick_interval_ms;
+        } controller;
+    } coordinator;
 } gs_settings_repl;
 
 /** The key table of the section, for the root table (the count is checked at compile time). */
-#define GS_SETTINGS_REPL_KEY_COUNT 26
+#define GS_SETTINGS_REPL_KEY_COUNT 27
 extern const gs_config_key gs_settings_repl_keys[];
 
 #endif

@@ -94,8 +94,9 @@ typedef struct applier {
     tinfo *tables;
     size_t ntables, cap_tables;
     int has_log;
-    int head_known;   /* log_head holds the change log's highest seq */
-    int64_t log_head; /* kept by counting the rows each change's triggers add */
+    /* the write stamp set for the triggers (cdc_internal.h): borrowed from the batch */
+    int stamped;
+    const char *stamp_node, *stamp_tx, *stamp_hlc;
     gs_buf sql;
 } applier;
 
@@ -565,47 +566,25 @@ static gs_status log_exists(applier *a, gs_error *err)
     return GS_OK;
 }
 
-static gs_status log_max_seq(applier *a, int64_t *out, gs_error *err)
-{
-    *out = 0;
-    if (!a->has_log)
-        return GS_OK;
-    static const char SQL[] = "SELECT coalesce(max(seq), 0) FROM _sirannon_changes";
-    gs_stmt *st;
-    if (prep(a->conn, SQL, sizeof SQL - 1, &st, err) != GS_OK)
-        return GS_ERROR;
-    int rc = gs_conn_step(a->conn, st, err);
-    if (rc == SQLITE_ROW)
-        *out = sqlite3_column_int64(gs_stmt_sqlite(st), 0);
-    gs_conn_release(a->conn, st);
-    return rc == SQLITE_ROW ? GS_OK : GS_ERROR;
-}
-
-/* The rows the triggers wrote for a change carry its origin's stamps. */
-static gs_status stamp_origin(applier *a, const gs_repl_change *c, int64_t before, gs_error *err)
+/* The rows the triggers write for a change carry its origin's stamps: set them as the
+ * writer's stamp before the change runs (consecutive changes of one transaction share it). */
+static gs_status stamp_origin(applier *a, const gs_repl_change *c, gs_error *err)
 {
     if (!a->has_log)
         return GS_OK;
-    /* Every row past `before` was written by this change's triggers (the writer is the only
-     * writer and seqs are AUTOINCREMENT): a rowid range, no index probe. */
-    static const char SQL[] = "UPDATE _sirannon_changes SET node_id = ?1, tx_id = ?2, hlc = ?3 "
-                              "WHERE seq > ?4";
-    gs_stmt *st;
-    if (prep(a->conn, SQL, sizeof SQL - 1, &st, err) != GS_OK)
-        return GS_ERROR;
-    sqlite3_stmt *ss = gs_stmt_sqlite(st);
     const char *node = c->node_id && c->node_id[0] ? c->node_id : a->b->source_node_id;
-    sqlite3_bind_text(ss, 1, node, -1, SQLITE_STATIC);
-    sqlite3_bind_text(ss, 2, c->tx_id ? c->tx_id : "", -1, SQLITE_STATIC);
-    sqlite3_bind_text(ss, 3, c->hlc, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(ss, 4, before);
-    int rc = gs_conn_step(a->conn, st, err);
-    gs_conn_release(a->conn, st);
-    if (rc != SQLITE_DONE) {
+    const char *tx = c->tx_id ? c->tx_id : "";
+    if (a->stamped && strcmp(a->stamp_node, node) == 0 && strcmp(a->stamp_tx, tx) == 0 &&
+        strcmp(a->stamp_hlc, c->hlc) == 0)
+        return GS_OK;
+    if (gs_cdc_stamp_set(a->conn, node, tx, c->hlc, err) != GS_OK) {
         gs_error_prefix(err, "stamping the applied change rows");
         return GS_ERROR;
     }
-    a->log_head = before + sqlite3_changes64(gs_conn_db(a->conn));
+    a->stamped = 1;
+    a->stamp_node = node;
+    a->stamp_tx = tx;
+    a->stamp_hlc = c->hlc;
     return GS_OK;
 }
 
@@ -997,18 +976,11 @@ static gs_status apply_change(applier *a, const gs_repl_change *c, size_t i, gs_
 {
     if (merge_clock(a, c, i, err) != GS_OK)
         return GS_ERROR;
-    int ddl = strcmp(c->operation, "ddl") == 0;
-    if (ddl || !a->head_known) {
-        /* DDL may create or drop the log's tables: read the head again afterwards */
-        if (log_max_seq(a, &a->log_head, err) != GS_OK)
-            return GS_ERROR;
-        a->head_known = !ddl;
-    }
-    int64_t before = a->log_head;
-    gs_status rc = ddl ? apply_ddl(a, c, err) : apply_data(a, c, err);
-    if (rc == GS_OK)
-        rc = stamp_origin(a, c, before, err);
-    return rc;
+    if (strcmp(c->operation, "ddl") == 0)
+        return apply_ddl(a, c, err); /* writes no change row here */
+    if (stamp_origin(a, c, err) != GS_OK)
+        return GS_ERROR;
+    return apply_data(a, c, err);
 }
 
 /* ---- validation and position ---- */
@@ -1169,6 +1141,9 @@ gs_status gs_repl_apply_batch(gs_conn *writer, const gs_repl_apply_ctx *ctx, con
                             b->changes[i].table ? b->changes[i].table : "");
             status = GS_ERROR;
         }
+    /* the stamp lives only inside this transaction (cdc_internal.h) */
+    if (status == GS_OK && a.stamped)
+        status = gs_cdc_stamp_clear(writer, err);
     if (status == GS_OK && !nothing)
         status = set_position(writer, b->source_node_id, b->to_seq, err);
     if (status == GS_OK && !nothing) {

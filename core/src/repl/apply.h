@@ -34,8 +34,10 @@
  *       A resolver that fails, is missing or answers nonsense: CONFLICT_ERROR naming the table
  *       and row (details {"table","rowId"}). An image column the local table lacks:
  *       BATCH_VALIDATION_ERROR (schema violation);
- *       the change rows the CDC triggers wrote for a change are stamped with the change's
- *       origin node id, tx_id and hlc, so this node never sends them as its own;
+ *       the change rows the CDC triggers write for a change are stamped with the change's
+ *       origin node id, tx_id and hlc as they are written (the writer's stamp is set before
+ *       the change and cleared before the batch's transaction ends), so this node never sends
+ *       them as its own;
  *       with keep_column_versions, each written column's (hlc, node id) is upserted into
  *       `_sirannon_column_versions` (a delete removes the row's versions);
  *       the ledger `_sirannon_applied_changes` keeps one row per source: its high-water mark

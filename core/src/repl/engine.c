@@ -100,7 +100,14 @@ gs_status gs_repl_send_message(gs_repl_engine *e, const char *to, const gs_repl_
 {
     uint8_t *bytes = NULL;
     size_t len = 0;
-    if (gs_repl_message_encode(m, &bytes, &len, err) != GS_OK)
+    gs_repl_message stamped = *m;
+    int64_t term = gs_repl_coord_term(e);
+    if (term > 0 && m->kind == GS_RMSG_ACK) {
+        stamped.ack.group_id = e->group_id;
+        stamped.ack.has_term = 1;
+        stamped.ack.primary_term = term;
+    }
+    if (gs_repl_message_encode(&stamped, &bytes, &len, err) != GS_OK)
         return GS_ERROR;
     gs_error_init(err);
     gs_status st = e->o.transport->send(e->o.transport_instance, to, GS_REPL_MSG_REPLICATION, 0,
@@ -194,6 +201,8 @@ static void on_commit(void *user, int64_t seq)
 /* Under mu: is the wait met? Counts the replicas this node replicates to. */
 static int concern_met(gs_repl_engine *e, const gs_concern_wait *w)
 {
+    if (e->auth)
+        return gs_repl_coord_concern_met(e, w);
     int connected = 0, acked = 0;
     for (size_t i = 0; i < e->npeers; i++) {
         const gs_peer *p = &e->peers[i];
@@ -270,6 +279,16 @@ void gs_repl_await_concern(gs_repl_engine *e, const char *level, int64_t timeout
 {
     if (!level)
         level = e->write_concern;
+    if (e->auth && !e->is_primary) {
+        /* coordinator mode: the write committed here after this node lost the primary role */
+        gs_error err;
+        gs_error_init(&err);
+        gs_error_set(&err, 0, "AUTHORITY_LOST",
+                     "this node stopped being the primary before the write was acknowledged");
+        gs_authority_error_details(e->auth, &err);
+        done(user, GS_ERROR, &err);
+        return;
+    }
     if (strcmp(level, "local") == 0 || !e->is_primary) {
         done(user, GS_OK, NULL);
         return;
@@ -285,8 +304,8 @@ void gs_repl_await_concern(gs_repl_engine *e, const char *level, int64_t timeout
     }
     w->target_seq = gs_db_committed_seq(e->db);
     w->all = strcmp(level, "all") == 0;
-    w->deadline_ms =
-        gs_repl_now_ms() + (timeout_ms > 0 ? timeout_ms : e->o.write_concern_timeout_ms);
+    w->started_ms = gs_repl_now_ms();
+    w->deadline_ms = w->started_ms + (timeout_ms > 0 ? timeout_ms : e->o.write_concern_timeout_ms);
     w->done = done;
     w->user = user;
     pthread_mutex_lock(&e->mu);
@@ -325,6 +344,10 @@ static gs_status apply_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
     (void)out;
     apply_call *ac = user;
     gs_repl_engine *e = ac->e;
+    /* checked again here, ordered with the new primary's termStart read on this thread */
+    if (gs_repl_coord_check_sender(e, ac->b->source_node_id, ac->b->has_term, ac->b->primary_term,
+                                   "batch", err) != GS_OK)
+        return GS_ERROR;
     gs_repl_apply_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
     ctx.clock = gs_cdc_clock(e->db);
@@ -372,60 +395,71 @@ static void reject(gs_repl_engine *e, const char *from, const char *code, const 
     count_rejection(e, &err, "batch rejected", from);
 }
 
-static void receive_batch(gs_repl_engine *e, const char *from, const gs_repl_batch *b)
-{
-    pthread_mutex_lock(&e->mu);
-    e->counters.batches_received++;
-    int accepting = strcmp(e->phase, "ready") == 0 || strcmp(e->phase, "catching-up") == 0;
-    gs_peer *p = gs_repl_peer_find(e, from);
-    int peer_primary = p && p->is_primary;
-    pthread_mutex_unlock(&e->mu);
+/* ---- batches queued together are applied together ----
+ *
+ * The inbound thread checks each batch as it comes off the queue and stages it; the staged
+ * batches are applied when the queue runs dry, before any other message is handled, or when
+ * the group is full: all of them in one writer transaction (one commit), each in its own
+ * savepoint, so each keeps its own validation, result, position row and ack, and a crash
+ * leaves either every staged batch applied with its position or none. */
+/* Bounded so that one group's dirty pages stay within the writer's page cache (SQLite's
+ * default 2 MB): past it, SQLite spills pages to the WAL in the middle of the transaction,
+ * and writing them again costs more than the commits saved. */
+#define GROUP_MAX_BATCHES 16
+#define GROUP_MAX_CHANGES 1000
 
-    if (!accepting)
-        return reject(e, from, "REPLICATION_ERROR",
-                      "batch %s arrived while this node is not ready or catching up (it is "
-                      "still syncing); the sender will retransmit",
-                      b->batch_id ? b->batch_id : "");
-    if (!b->source_node_id || strcmp(b->source_node_id, from) != 0)
-        return reject(e, from, "TOPOLOGY_ERROR",
-                      "batch sourceNodeId '%s' does not match the peer that sent it",
-                      b->source_node_id ? b->source_node_id : "");
-    if (!p)
-        return reject(e, from, "TOPOLOGY_ERROR", "batch from '%s', which is not a configured peer",
-                      from);
-    if (e->is_primary || !peer_primary)
-        return reject(e, from, "TOPOLOGY_ERROR",
-                      "batch from '%s' refused: in static mode a replica accepts batches only "
-                      "from the primary",
-                      from);
-    if ((int64_t)b->nchanges > e->o.max_batch_changes)
-        return reject(e, from, "BATCH_VALIDATION_ERROR",
-                      "batch %s holds more changes than maxBatchChanges allows",
-                      b->batch_id ? b->batch_id : "");
-    if (b->nchanges > 0 && b->hlc_max && b->hlc_max[0]) {
-        /* Only a stamp ahead of this clock is refused: old changes (a replica catching up
-         * after a day away) are fine, but a peer must not drag the clock forward. */
-        gs_hlc_ts ts;
-        gs_error derr;
-        int64_t ahead = gs_hlc_decode(b->hlc_max, &ts, &derr) == GS_OK
-                            ? ts.wall_ms - gs_hlc_physical_ms()
-                            : INT64_MAX;
-        if (ahead > e->o.max_clock_drift_ms)
-            return reject(e, from, "BATCH_VALIDATION_ERROR",
-                          "batch hlcRange.max '%s' is malformed or runs ahead of this node's "
-                          "clock by more than maxClockDriftMs",
-                          b->hlc_max);
-    }
-
+typedef struct staged_batch {
+    char *from;
+    gs_peer *p;
+    gs_repl_message msg; /* owned; the batch is msg.batch */
     apply_call ac;
-    memset(&ac, 0, sizeof ac);
-    ac.e = e;
-    ac.b = b;
+    gs_status st;
     gs_error err;
-    gs_error_init(&err);
-    if (gs_repl_on_writer(e, apply_fn, &ac, &err) != GS_OK) {
+} staged_batch;
+
+typedef struct batch_group {
+    staged_batch items[GROUP_MAX_BATCHES];
+    size_t n, changes;
+} batch_group;
+
+/* Writer thread: the staged batches in one transaction. GS_ERROR (nothing applied) when the
+ * transaction itself fails; a batch that fails alone was rolled back to its savepoint. */
+static gs_status apply_group_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
+{
+    batch_group *g = user;
+    if (gs_conn_exec(conn, "BEGIN IMMEDIATE", err) != GS_OK) {
+        gs_error_prefix(err, "beginning the apply transaction");
+        return GS_ERROR;
+    }
+    for (size_t i = 0; i < g->n; i++) {
+        staged_batch *s = &g->items[i];
+        s->st = apply_fn(&s->ac, conn, out, &s->err);
+        if (sqlite3_get_autocommit(gs_conn_db(conn)))
+            /* the failure ended the transaction: the batches before it went with it */
+            return gs_error_set(err, 0, "REPLICATION_ERROR",
+                                "the apply transaction was rolled back by batch %s: %s",
+                                s->ac.b->batch_id ? s->ac.b->batch_id : "?", s->err.message);
+    }
+    if (gs_conn_exec(conn, "COMMIT", err) != GS_OK) {
+        gs_error e2;
+        if (!sqlite3_get_autocommit(gs_conn_db(conn)))
+            gs_conn_exec(conn, "ROLLBACK", &e2);
+        gs_error_prefix(err, "committing the applied batches");
+        return GS_ERROR;
+    }
+    return GS_OK;
+}
+
+/* After the apply: counters, position, ack, sync readiness (inbound thread). */
+static void finish_batch(gs_repl_engine *e, staged_batch *s)
+{
+    const char *from = s->from;
+    const gs_repl_batch *b = &s->msg.batch;
+    gs_peer *p = s->p;
+    apply_call ac = s->ac;
+    if (s->st != GS_OK) {
         gs_repl_apply_result_free(&ac.res);
-        count_rejection(e, &err, "applying a batch failed (nothing of it was applied)", from);
+        count_rejection(e, &s->err, "applying a batch failed (nothing of it was applied)", from);
         return;
     }
     for (size_t i = 0; i < ac.res.ndropped; i++)
@@ -460,15 +494,137 @@ static void receive_batch(gs_repl_engine *e, const char *from, const gs_repl_bat
     gs_repl_sync_check_ready(e, (int64_t)b->nchanges);
 }
 
+/* Apply the staged batches (inbound thread), then answer each in order. */
+static void flush_group(gs_repl_engine *e, batch_group *g)
+{
+    if (g->n == 0)
+        return;
+    gs_error err;
+    gs_error_init(&err);
+    for (size_t i = 0; i < g->n; i++) {
+        memset(&g->items[i].ac.res, 0, sizeof g->items[i].ac.res);
+        gs_error_init(&g->items[i].err);
+    }
+    gs_status st = g->n == 1 ? gs_repl_on_writer(e, apply_fn, &g->items[0].ac, &g->items[0].err)
+                             : gs_repl_on_writer(e, apply_group_fn, g, &err);
+    if (g->n == 1)
+        g->items[0].st = st;
+    for (size_t i = 0; i < g->n; i++) {
+        staged_batch *s = &g->items[i];
+        if (g->n > 1 && st != GS_OK) {
+            s->st = GS_ERROR;
+            gs_error_copy(&s->err, &err);
+        }
+        finish_batch(e, s);
+        gs_repl_message_free(&s->msg);
+        gs_free(s->from);
+    }
+    g->n = 0;
+    g->changes = 0;
+}
+
+/* Take a checked batch into the group (its message is moved: *msg is left empty). */
+static void stage_batch(gs_repl_engine *e, batch_group *g, const char *from, gs_peer *p,
+                        gs_repl_message *msg)
+{
+    if (g->n == GROUP_MAX_BATCHES || g->changes + msg->batch.nchanges > GROUP_MAX_CHANGES)
+        flush_group(e, g);
+    staged_batch *s = &g->items[g->n];
+    memset(s, 0, sizeof *s);
+    s->from = gs_strdup(from);
+    if (!s->from) {
+        gs_log(GS_LOG_ERROR, "repl", "out of memory: batch %s from %s dropped (it is resent)",
+               msg->batch.batch_id ? msg->batch.batch_id : "", from);
+        return;
+    }
+    s->p = p;
+    s->msg = *msg;
+    memset(msg, 0, sizeof *msg);
+    s->ac.e = e;
+    s->ac.b = &s->msg.batch;
+    g->changes += s->msg.batch.nchanges;
+    g->n++;
+}
+
+static void receive_batch(gs_repl_engine *e, const char *from, gs_repl_message *msg,
+                          batch_group *group)
+{
+    const gs_repl_batch *b = &msg->batch;
+    pthread_mutex_lock(&e->mu);
+    e->counters.batches_received++;
+    int accepting = strcmp(e->phase, "ready") == 0 || strcmp(e->phase, "catching-up") == 0;
+    gs_peer *p = gs_repl_peer_find(e, from);
+    int peer_primary = p && p->is_primary;
+    pthread_mutex_unlock(&e->mu);
+
+    if (!accepting)
+        return reject(e, from, "REPLICATION_ERROR",
+                      "batch %s arrived while this node is not ready or catching up (it is "
+                      "still syncing); the sender will retransmit",
+                      b->batch_id ? b->batch_id : "");
+    if (!b->source_node_id || strcmp(b->source_node_id, from) != 0)
+        return reject(e, from, "TOPOLOGY_ERROR",
+                      "batch sourceNodeId '%s' does not match the peer that sent it",
+                      b->source_node_id ? b->source_node_id : "");
+    if (!p)
+        return reject(e, from, "TOPOLOGY_ERROR", "batch from '%s', which is not a configured peer",
+                      from);
+    if (e->auth) {
+        gs_error ferr;
+        gs_error_init(&ferr);
+        if (gs_repl_coord_check_sender(e, from, b->has_term, b->primary_term, "batch", &ferr) !=
+            GS_OK) {
+            count_rejection(e, &ferr, "batch rejected", from);
+            return;
+        }
+    } else if (e->is_primary || !peer_primary)
+        return reject(e, from, "TOPOLOGY_ERROR",
+                      "batch from '%s' refused: in static mode a replica accepts batches only "
+                      "from the primary",
+                      from);
+    if ((int64_t)b->nchanges > e->o.max_batch_changes)
+        return reject(e, from, "BATCH_VALIDATION_ERROR",
+                      "batch %s holds more changes than maxBatchChanges allows",
+                      b->batch_id ? b->batch_id : "");
+    if (b->nchanges > 0 && b->hlc_max && b->hlc_max[0]) {
+        /* Only a stamp ahead of this clock is refused: old changes (a replica catching up
+         * after a day away) are fine, but a peer must not drag the clock forward. */
+        gs_hlc_ts ts;
+        gs_error derr;
+        int64_t ahead = gs_hlc_decode(b->hlc_max, &ts, &derr) == GS_OK
+                            ? ts.wall_ms - gs_hlc_physical_ms()
+                            : INT64_MAX;
+        if (ahead > e->o.max_clock_drift_ms)
+            return reject(e, from, "BATCH_VALIDATION_ERROR",
+                          "batch hlcRange.max '%s' is malformed or runs ahead of this node's "
+                          "clock by more than maxClockDriftMs",
+                          b->hlc_max);
+    }
+
+    stage_batch(e, group, from, p, msg); /* applied with the batches queued behind it */
+}
+
 /* ---- send side ---- */
 
 static void receive_ack(gs_repl_engine *e, const char *from, const gs_repl_ack *a)
 {
     gs_log(GS_LOG_DEBUG, "repl", "database '%s': ack from %s: batch '%s', seq %lld",
            gs_db_id(e->db), from, a->batch_id ? a->batch_id : "", (long long)a->acked_seq);
+    int64_t cur_term = 0;
+    if (e->auth) {
+        /* coordinator mode: acks count only for this node's own current term (a position
+         * report may arrive just before this node's engine has taken up the role) */
+        char prim[GS_GROUP_ID_MAX];
+        gs_authority_current(e->auth, &cur_term, prim, sizeof prim);
+        if (!a->has_term || a->primary_term != cur_term || strcmp(prim, e->node_id) != 0) {
+            gs_log(GS_LOG_DEBUG, "repl", "database '%s': ack from %s for term %lld ignored",
+                   gs_db_id(e->db), from, (long long)(a->has_term ? a->primary_term : 0));
+            return;
+        }
+    }
     pthread_mutex_lock(&e->mu);
     gs_peer *p = gs_repl_peer_find(e, from);
-    if (!p || p->is_primary || !e->is_primary) {
+    if (!p || p->is_primary || (!e->is_primary && !e->auth)) {
         pthread_mutex_unlock(&e->mu);
         gs_log(GS_LOG_DEBUG, "repl",
                "database '%s': ack from %s ignored (not a replica of "
@@ -483,6 +639,7 @@ static void receive_ack(gs_repl_engine *e, const char *from, const gs_repl_ack *
         p->last_sent_seq = a->acked_seq;
         p->ninflight = 0;
         p->positioned = 1;
+        p->pos_term = cur_term;
     } else {
         if (a->acked_seq > p->last_acked_seq)
             p->last_acked_seq = a->acked_seq;
@@ -532,6 +689,11 @@ static void peer_event(gs_repl_engine *e, const char *id, int connected)
         check_waits(e, 0); /* "all" counts connected replicas only */
         return;
     }
+    if (e->auth) {
+        if (!e->is_primary && primary)
+            gs_repl_coord_apply_view(e); /* follow (or sync from) the primary that came up */
+        return;
+    }
     if (!e->is_primary && primary) {
         if (ready)
             send_ack(e, id, "", applied); /* spec 03 Peer Tracking: report the position */
@@ -545,10 +707,21 @@ void gs_repl_post_sync_retry(gs_repl_engine *e)
     enqueue(e, "", GS_REPL_MSG_SYNC, 0, NULL, 0, 2);
 }
 
-static void dispatch(gs_repl_engine *e, gs_inbound *m)
+void gs_repl_post_view_change(gs_repl_engine *e)
 {
+    enqueue(e, "", GS_REPL_MSG_SYNC, 0, NULL, 0, 3);
+}
+
+static void dispatch(gs_repl_engine *e, gs_inbound *m, batch_group *group)
+{
+    if (m->peer_event || m->type != GS_REPL_MSG_REPLICATION)
+        flush_group(e, group); /* staged batches come first */
     if (m->peer_event == 2) {
         gs_repl_sync_retry(e);
+        return;
+    }
+    if (m->peer_event == 3) {
+        gs_repl_coord_apply_view(e);
         return;
     }
     if (m->peer_event) {
@@ -564,10 +737,13 @@ static void dispatch(gs_repl_engine *e, gs_inbound *m)
             reject(e, m->from, "BATCH_VALIDATION_ERROR", "an undecodable message: %s", err.message);
             return;
         }
-        if (msg.kind == GS_RMSG_BATCH)
-            receive_batch(e, m->from, &msg.batch);
-        else if (msg.kind == GS_RMSG_ACK)
-            receive_ack(e, m->from, &msg.ack);
+        if (msg.kind == GS_RMSG_BATCH) {
+            receive_batch(e, m->from, &msg, group);
+        } else {
+            flush_group(e, group);
+            if (msg.kind == GS_RMSG_ACK)
+                receive_ack(e, m->from, &msg.ack);
+        }
         gs_repl_message_free(&msg);
         break;
     }
@@ -587,10 +763,24 @@ static void dispatch(gs_repl_engine *e, gs_inbound *m)
 static void *inbound_main(void *arg)
 {
     gs_repl_engine *e = arg;
+    batch_group *group = gs_calloc(1, sizeof *group);
+    if (!group) {
+        gs_log(GS_LOG_ERROR, "repl", "database '%s': out of memory starting the inbound thread",
+               gs_db_id(e->db));
+        return NULL;
+    }
     pthread_mutex_lock(&e->mu);
     for (;;) {
-        while (!e->in_head && !e->stop)
+        while (!e->in_head && !e->stop) {
+            if (group->n) {
+                /* the queue ran dry: apply what was staged */
+                pthread_mutex_unlock(&e->mu);
+                flush_group(e, group);
+                pthread_mutex_lock(&e->mu);
+                continue;
+            }
             pthread_cond_wait(&e->in_cond, &e->mu);
+        }
         if (e->stop)
             break;
         gs_inbound *m = e->in_head;
@@ -599,12 +789,19 @@ static void *inbound_main(void *arg)
             e->in_tail = NULL;
         e->in_bytes -= m->len;
         pthread_mutex_unlock(&e->mu);
-        dispatch(e, m);
+        dispatch(e, m, group);
         gs_free(m->from);
         gs_free(m);
         pthread_mutex_lock(&e->mu);
     }
     pthread_mutex_unlock(&e->mu);
+    /* stopping: staged batches are dropped unapplied (never acknowledged, so the primary
+     * sends them again from this node's applied position) */
+    for (size_t i = 0; i < group->n; i++) {
+        gs_repl_message_free(&group->items[i].msg);
+        gs_free(group->items[i].from);
+    }
+    gs_free(group);
     return NULL;
 }
 
@@ -649,7 +846,8 @@ static int send_to_peer(gs_repl_engine *e, size_t idx)
      * as is to the next (a range of the log never changes once committed). */
     gs_error err;
     gs_error_init(&err);
-    if (!e->cache.bytes || e->cache.after != after) {
+    int64_t term = gs_repl_coord_term(e);
+    if (!e->cache.bytes || e->cache.after != after || e->cache.term != term) {
         gs_repl_batch b;
         memset(&b, 0, sizeof b);
         int empty = 1;
@@ -666,6 +864,11 @@ static int send_to_peer(gs_repl_engine *e, size_t idx)
         memset(&m, 0, sizeof m);
         m.kind = GS_RMSG_BATCH;
         m.batch = b;
+        if (term > 0) {
+            m.batch.group_id = e->group_id; /* borrowed: b itself is freed below */
+            m.batch.has_term = 1;
+            m.batch.primary_term = term;
+        }
         uint8_t *bytes = NULL;
         size_t len = 0;
         gs_status est = gs_repl_message_encode(&m, &bytes, &len, &err);
@@ -680,6 +883,7 @@ static int send_to_peer(gs_repl_engine *e, size_t idx)
         e->cache.bytes = bytes;
         e->cache.len = len;
         e->cache.after = after;
+        e->cache.term = term;
         e->cache.from = from;
         e->cache.to = to;
         e->cache.n = n;
@@ -856,6 +1060,7 @@ static void *timer_main(void *arg)
             for (size_t i = 0; i < e->npeers; i++)
                 while (send_to_peer(e, i))
                     more = 1;
+        gs_repl_coord_tick(e, now);
         check_waits(e, now);
         d = gs_repl_forward_expire(e, now);
         if (d && d < next)
@@ -1006,7 +1211,16 @@ gs_status gs_repl_options_check(const gs_repl_options *o, gs_error *err)
         return gs_error_set(err, 0, "INVALID_CONFIG",
                             "replication needs a default resolver instance");
     int primaries = 0;
-    for (size_t i = 0; i < o->npeers; i++) {
+    for (size_t i = 0; o->coordinator && i < o->npeers; i++) {
+        if (!o->peers[i].id || !o->peers[i].id[0])
+            return gs_error_set(err, 0, "INVALID_CONFIG", "replication.peers[%zu] needs an id", i);
+        if (strcmp(o->peers[i].id, o->node_id) == 0)
+            return gs_error_set(err, 0, "INVALID_CONFIG",
+                                "replication.peers[%zu] is this node itself ('%s')", i, o->node_id);
+    }
+    if (o->coordinator && gs_authority_options_check(o->coordinator, err) != GS_OK)
+        return GS_ERROR;
+    for (size_t i = 0; !o->coordinator && i < o->npeers; i++) {
         if (!o->peers[i].id || !o->peers[i].id[0] || !o->peers[i].role ||
             (strcmp(o->peers[i].role, "primary") && strcmp(o->peers[i].role, "replica")))
             return gs_error_set(err, 0, "INVALID_CONFIG",
@@ -1018,11 +1232,11 @@ gs_status gs_repl_options_check(const gs_repl_options *o, gs_error *err)
                                 "replication.peers[%zu] is this node itself ('%s')", i, o->node_id);
         primaries += strcmp(o->peers[i].role, "primary") == 0;
     }
-    if (strcmp(o->role, "primary") == 0 && primaries)
+    if (!o->coordinator && strcmp(o->role, "primary") == 0 && primaries)
         return gs_error_set(err, 0, "INVALID_CONFIG",
                             "static mode has one primary: this node is the primary, so no peer "
                             "may be a primary too");
-    if (strcmp(o->role, "replica") == 0 && primaries != 1)
+    if (!o->coordinator && strcmp(o->role, "replica") == 0 && primaries != 1)
         return gs_error_set(err, 0, "INVALID_CONFIG",
                             "a replica in static mode needs exactly one peer with role "
                             "'primary' (found %d)",
@@ -1096,7 +1310,7 @@ gs_status gs_repl_engine_start(gs_database *db, const gs_repl_options *o, gs_rep
     e->events.on_message = on_message;
     e->events.on_peer = on_peer;
     e->events.local_role = e->role;
-    e->events.group_id = NULL;
+    e->events.group_id = o->coordinator ? o->coordinator->group_id : NULL;
     e->events.primary_term = 0;
     e->events.protocol_version = GS_REPL_PROTOCOL_VERSION;
     if (pthread_create(&e->in_thread, NULL, inbound_main, e) != 0) {
@@ -1123,6 +1337,12 @@ gs_status gs_repl_engine_start(gs_database *db, const gs_repl_options *o, gs_rep
         return GS_ERROR;
     }
     e->transport_started = 1;
+    if (gs_repl_coord_start(e, err) != GS_OK) {
+        gs_error_prefix(err, "coordinator mode");
+        gs_repl_engine_stop(e);
+        gs_repl_engine_free(e);
+        return GS_ERROR;
+    }
     gs_log(GS_LOG_INFO, "repl",
            "database '%s': replication started as %s (node %s, %zu peers, sync phase %s)",
            gs_db_id(db), e->role, e->node_id, e->npeers, e->phase);
@@ -1136,10 +1356,10 @@ void gs_repl_engine_stop(gs_repl_engine *e)
         return;
     gs_db_set_repl(e->db, NULL);
     gs_db_set_commit_hook(e->db, NULL, NULL);
+    gs_repl_coord_stop(e);
     if (e->transport_started)
         e->o.transport->stop(e->o.transport_instance);
     e->transport_started = 0;
-    gs_repl_sync_stop(e);
     pthread_mutex_lock(&e->mu);
     e->stop = 1;
     pthread_cond_broadcast(&e->in_cond);
@@ -1152,6 +1372,8 @@ void gs_repl_engine_stop(gs_repl_engine *e)
         pthread_join(e->timer_thread, NULL);
         e->threads_started = 0;
     }
+    /* after the inbound thread: the joiner belongs to it */
+    gs_repl_sync_stop(e);
     while (w) {
         gs_concern_wait *n = w->next;
         gs_error err;
@@ -1177,6 +1399,8 @@ void gs_repl_engine_free(gs_repl_engine *e)
         gs_free(m->from);
         gs_free(m);
     }
+    gs_authority_free(e->auth);
+    gs_free(e->group_id);
     gs_conn_close(e->log_conn);
     gs_free(e->cache.bytes);
     for (size_t i = 0; i < e->npeers; i++)
@@ -1201,6 +1425,8 @@ gs_status gs_repl_route_write(gs_repl_engine *e, gs_db_job_kind kind, size_t sta
                               gs_repl_write_route *route, gs_error *err)
 {
     *route = GS_REPL_WRITE_LOCAL;
+    if (e->auth)
+        return gs_repl_coord_route_write(e, kind, statements, route, err);
     if (e->is_primary)
         return GS_OK;
     int forwardable = kind == GS_DB_BATCH || (kind == GS_DB_EXECUTE && statements == 1);
@@ -1218,6 +1444,8 @@ gs_status gs_repl_route_write(gs_repl_engine *e, gs_db_job_kind kind, size_t sta
 
 const char *gs_repl_health_state(gs_repl_engine *e)
 {
+    if (e->auth)
+        return gs_repl_coord_health_state(e);
     pthread_mutex_lock(&e->mu);
     const char *s = strcmp(e->phase, "ready") == 0     ? "healthy"
                     : strcmp(e->phase, "pending") == 0 ? "unavailable"
@@ -1225,6 +1453,9 @@ const char *gs_repl_health_state(gs_repl_engine *e)
     pthread_mutex_unlock(&e->mu);
     return s;
 }
+
+void gs_repl_coord_status_fields(gs_repl_engine *e, gs_buf *b, const char **health_reason,
+                                 int *can_read, int *can_write);
 
 void gs_repl_status_json(gs_repl_engine *e, gs_buf *b)
 {
@@ -1234,18 +1465,24 @@ void gs_repl_status_json(gs_repl_engine *e, gs_buf *b)
     for (size_t i = 0; i < e->npeers; i++)
         connected += e->peers[i].connected;
     int ready = strcmp(e->phase, "ready") == 0;
+    int primary = e->is_primary;
+    char phase[16];
+    snprintf(phase, sizeof phase, "%s", e->phase);
+    pthread_mutex_unlock(&e->mu);
     const char *reason = ready ? "in-sync" : "sync-pending";
+    int can_read = ready, can_write = ready && primary;
     gs_buf_puts(b, "{\"role\":");
-    gs_buf_json_string(b, e->role, strlen(e->role));
+    const char *role = e->auth ? (primary ? "primary" : "replica") : e->role;
+    gs_buf_json_string(b, role, strlen(role));
     gs_buf_printf(b, ",\"writeForwarding\":%s,\"peers\":%d,\"localSeq\":\"%lld\"",
                   e->o.write_forwarding ? "true" : "false", connected, (long long)local);
     gs_buf_puts(b, ",\"syncState\":");
-    gs_buf_json_string(b, e->phase, strlen(e->phase));
+    gs_buf_json_string(b, phase, strlen(phase));
+    if (e->auth)
+        gs_repl_coord_status_fields(e, b, &reason, &can_read, &can_write);
     gs_buf_printf(b, ",\"healthReason\":\"%s\"", reason);
     gs_buf_printf(b, ",\"readAvailability\":\"%s\",\"writeAvailability\":\"%s\"}",
-                  ready ? "available" : "unavailable",
-                  ready && e->is_primary ? "available" : "unavailable");
-    pthread_mutex_unlock(&e->mu);
+                  can_read ? "available" : "unavailable", can_write ? "available" : "unavailable");
 }
 
 size_t gs_repl_peers(gs_repl_engine *e, gs_repl_peer_info *out, size_t max)

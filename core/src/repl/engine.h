@@ -26,6 +26,7 @@
 
 #include "db/database.h"
 #include "repl/apply.h"
+#include "repl/authority.h"
 
 #include <gatestream/repl_transport.h>
 #include <gatestream/resolver.h>
@@ -82,6 +83,13 @@ typedef struct gs_repl_options {
     int64_t resume_from_seq;          /**< < 0: none */
     double flow_max_lag_seconds;      /**< <= 0: off */
 
+    /** Coordinator mode when set (authority.h; the engine fills the callbacks and starts it):
+     * roles, terms and the in-sync set come from the coordinator; NULL = static mode. */
+    const gs_authority_options *coordinator;
+    /** Coordinator mode: an in-sync replica that leaves a waiting write unacknowledged this
+     * long is removed from the in-sync set (then the write completes without it). */
+    int64_t in_sync_timeout_ms;
+
     /** flowControl: a peer's lag passed flow_max_lag_seconds (timer thread). */
     void (*on_lag_exceeded)(void *user, const char *peer, double lag_seconds);
     /** onBeforeForwardedQuery: may refuse a forwarded statement (inbound thread). */
@@ -135,6 +143,15 @@ const char *gs_repl_default_concern(const gs_repl_engine *e);
  */
 void gs_repl_await_concern(gs_repl_engine *e, const char *level, int64_t timeout_ms,
                            void (*done)(void *user, gs_status st, const gs_error *err), void *user);
+
+/** Coordinator mode: may a read with this readConcern level ("local", "majority",
+ * "linearizable"; NULL = the default) run here? READ_CONCERN_ERROR otherwise. Static mode:
+ * always GS_OK (the spec ignores read concern there). */
+gs_status gs_repl_check_read(gs_repl_engine *e, const char *level, gs_error *err);
+/** 1 in coordinator mode. */
+int gs_repl_coordinated(const gs_repl_engine *e);
+/** Append the GET /db/{id}/cluster body (ClusterStatusInfo, spec 05) for database db_id. */
+void gs_repl_cluster_json(gs_repl_engine *e, const char *db_id, gs_buf *b);
 
 /** Append the /health/ready "replication" object (spec 05 Health Endpoints). */
 void gs_repl_status_json(gs_repl_engine *e, gs_buf *b);

@@ -45,6 +45,15 @@ typedef struct gs_peer {
     int has_position;    /* it reported a position once (retention holds the log for it) */
     /* receiver side */
     char last_received_hlc[256];
+    /* coordinator mode (coord.c), primary side */
+    int in_sync;         /* the group state lists it in the in-sync set */
+    int voter;           /* it is a voting data-bearing node */
+    int admitting;       /* waits include it while it is being admitted */
+    int admit_requested; /* the admission was handed to the authority */
+    int evict_requested; /* its eviction was handed to the authority */
+    int64_t admit_target, catch_target;
+    int catch_set;    /* catch_target holds the committed seq of the last tick */
+    int64_t pos_term; /* the term of its last position report */
 } gs_peer;
 
 /** A write waiting for its concern. */
@@ -53,6 +62,7 @@ typedef struct gs_concern_wait {
     int64_t target_seq;
     int all; /**< 1: every connected peer; 0: majority */
     int64_t deadline_ms;
+    int64_t started_ms;
     void (*done)(void *user, gs_status st, const gs_error *err);
     void *user;
 } gs_concern_wait;
@@ -96,7 +106,7 @@ struct gs_repl_engine {
     struct {           /* timer thread: the last batch encoded, for the next replica */
         uint8_t *bytes;
         size_t len, n;
-        int64_t after, from, to;
+        int64_t after, from, to, term;
     } cache;
 
     pthread_mutex_t mu;
@@ -126,6 +136,17 @@ struct gs_repl_engine {
     pthread_t timer_thread, in_thread;
     int threads_started;
     atomic_int detached;
+
+    /* coordinator mode (coord.c); auth NULL = static mode */
+    gs_authority *auth;
+    gs_authority_options auth_o;
+    char *group_id;
+    int64_t term;         /* mu: the term this node acts in */
+    char primary_id[128]; /* mu: the current primary ("" = none) */
+    char follow[160];     /* mu: "term:primary" this node follows (persisted) */
+    int quarantined;      /* mu: 1 decided here, 2 recorded faulted by the coordinator */
+    int nvoters;          /* mu: voters of the group */
+    int self_draining;    /* mu */
 };
 
 /* engine.c */
@@ -141,6 +162,29 @@ void gs_repl_set_phase(gs_repl_engine *e, const char *phase); /* takes mu */
 gs_repl_resolver_ref gs_repl_resolver_for(void *engine, const char *table);
 /** Run fn on the writer and wait (internal statements). */
 gs_status gs_repl_on_writer(gs_repl_engine *e, gs_db_writer_fn fn, void *user, gs_error *err);
+
+/* coord.c */
+/** Start the authority (engine start, after the engine's threads). */
+gs_status gs_repl_coord_start(gs_repl_engine *e, gs_error *err);
+void gs_repl_coord_stop(gs_repl_engine *e);
+/** Inbound thread: the authority's view changed: roles, terms, the in-sync set, following. */
+void gs_repl_coord_apply_view(gs_repl_engine *e);
+/** Under mu: is the coordinator-mode wait met? */
+int gs_repl_coord_concern_met(gs_repl_engine *e, const gs_concern_wait *w);
+/** Timer thread: in-sync admission and eviction (primary). */
+void gs_repl_coord_tick(gs_repl_engine *e, int64_t now);
+/** May a batch / sync message / forward stamped (has_term, term) from `from` be accepted? */
+gs_status gs_repl_coord_check_sender(gs_repl_engine *e, const char *from, int has_term,
+                                     int64_t term, const char *what, gs_error *err);
+/** The term to stamp on outgoing messages (0 = static mode: absent). */
+int64_t gs_repl_coord_term(gs_repl_engine *e);
+/** Route a write in coordinator mode (see gs_repl_route_write). */
+gs_status gs_repl_coord_route_write(gs_repl_engine *e, gs_db_job_kind kind, size_t statements,
+                                    gs_repl_write_route *route, gs_error *err);
+/** NodeHealth.state in coordinator mode (a static string). */
+const char *gs_repl_coord_health_state(gs_repl_engine *e);
+/** Queue gs_repl_coord_apply_view for the inbound thread (engine.c). */
+void gs_repl_post_view_change(gs_repl_engine *e);
 
 /* forward.c */
 void gs_repl_forward_request_in(gs_repl_engine *e, const char *from, uint64_t call_id,
@@ -167,6 +211,9 @@ gs_status gs_repl_sync_load(gs_repl_engine *e, gs_error *err);
 void gs_repl_sync_retry(gs_repl_engine *e);
 /** Queue gs_repl_sync_retry for the inbound thread (engine.c). */
 void gs_repl_post_sync_retry(gs_repl_engine *e);
+/** Inbound thread: forget any sync progress and go back to pending (a full sync from the
+ * current primary follows when it is connected). */
+void gs_repl_sync_reset(gs_repl_engine *e);
 /** Stop every sync (engine stop). */
 void gs_repl_sync_stop(gs_repl_engine *e);
 

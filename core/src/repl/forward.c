@@ -125,6 +125,12 @@ gs_status gs_repl_forward(gs_repl_engine *e, const gs_db_request *req, gs_error 
     char rid[160];
     snprintf(rid, sizeof rid, "%s-%llu", e->node_id, (unsigned long long)call_id);
     fr.request_id = rid;
+    int64_t term = gs_repl_coord_term(e);
+    if (term > 0) {
+        fr.group_id = e->group_id;
+        fr.has_term = 1;
+        fr.primary_term = term;
+    }
     size_t n = req->kind == GS_DB_BATCH ? json_array_size(req->params_batch) : 1;
     gs_fwd_statement *st = gs_calloc(n ? n : 1, sizeof *st);
     if (!st)
@@ -142,6 +148,7 @@ gs_status gs_repl_forward(gs_repl_engine *e, const gs_db_request *req, gs_error 
     if (rc == GS_OK)
         rc = gs_fwd_request_encode(&fr, &bytes, &len, err);
     fr.request_id = NULL;
+    fr.group_id = NULL; /* borrowed */
     gs_fwd_request_free(&fr);
     if (rc != GS_OK) {
         gs_free(bytes);
@@ -414,9 +421,23 @@ void gs_repl_forward_request_in(gs_repl_engine *e, const char *from, uint64_t ca
     gs_peer *p = gs_repl_peer_find(e, from);
     int known = p != NULL;
     pthread_mutex_unlock(&e->mu);
-    if (!e->is_primary)
+    int64_t term = 0;
+    if (e->auth) {
+        /* the sender must forward under the current term to the node that can prove it is
+         * the primary of that term */
+        if (gs_authority_can_write(e->auth, &term, &err) != GS_OK)
+            st = GS_ERROR;
+        else if (!fr.has_term || fr.primary_term != term)
+            st = gs_error_set(&err, 0, "STALE_PRIMARY",
+                              "forwarded write at term %lld refused: the current term is %lld",
+                              (long long)(fr.has_term ? fr.primary_term : 0), (long long)term);
+        if (st != GS_OK && !err.details[0])
+            gs_authority_error_details(e->auth, &err);
+    } else if (!e->is_primary)
         st = gs_error_set(&err, 0, "TOPOLOGY_ERROR",
                           "node %s is not the primary; forward writes to the primary", e->node_id);
+    if (st != GS_OK)
+        ;
     else if (!known)
         st = gs_error_set(&err, 0, "TOPOLOGY_ERROR",
                           "forwarded write from '%s', which is not a configured peer", from);

@@ -7,6 +7,7 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/error.h"
+#include "db/cdc_internal.h"
 #include "repl/checksum.h"
 #include "repl/hlc.h"
 
@@ -532,10 +533,13 @@ gs_status gs_repl_peer_state_load(gs_conn *conn, const char *peer, int64_t *last
 
 gs_status gs_repl_log_ddl(gs_conn *writer, const char *sql, gs_error *err)
 {
+    /* stamped like the triggers' rows: with the writer's stamp for the unit, if any */
     static const char SQL[] =
-        "INSERT INTO _sirannon_changes (table_name, operation, row_id, changed_at, new_data) "
-        "VALUES ('" GS_REPL_DDL_TABLE "', '" GS_REPL_DDL_OPERATION "', '', "
-        "(julianday('now') - 2440587.5) * 86400.0, ?1)";
+        "INSERT INTO _sirannon_changes (table_name, operation, row_id, changed_at, new_data, "
+        "node_id, tx_id, hlc) SELECT '" GS_REPL_DDL_TABLE "', '" GS_REPL_DDL_OPERATION "', '', "
+        "(julianday('now') - 2440587.5) * 86400.0, ?1, coalesce(s.node_id, ''), "
+        "coalesce(s.tx_id, ''), coalesce(s.hlc, '') FROM (SELECT 1) LEFT JOIN " GS_CDC_STAMP_TABLE
+        " s";
     if (!sql)
         return gs_error_set(err, 0, "INVALID_REQUEST", "no DDL statement to record");
     gs_buf b;

@@ -22,7 +22,8 @@
  *     the key from its own schema). Key columns are cached per table for the call, and the
  *     cache is emptied after a DDL row.
  * gs_repl_log_ddl writes the DDL change row (table_name '__ddl__', operation 'DDL', row_id '',
- * new_data {"ddlStatement": sql}) unstamped: the writer stamps it with the rest of its unit.
+ * new_data {"ddlStatement": sql}) with the writer's current stamp, like the rows its unit's
+ * triggers write (unstamped when none is set).
  *
  * Positions: the applied position of a source is the high-water mark
  * MAX(source_seq) of `_sirannon_applied_changes` (the applier keeps one row per source).
@@ -79,7 +80,8 @@ gs_status gs_repl_peer_state_save(gs_conn *writer, const char *peer, int64_t las
 gs_status gs_repl_peer_state_load(gs_conn *conn, const char *peer, int64_t *last_acked,
                                   gs_error *err);
 
-/** Insert the DDL change row for sql (as given) into `_sirannon_changes`, unstamped. */
+/** Insert the DDL change row for sql (as given) into `_sirannon_changes`, with the writer's
+ * current stamp (db/cdc_internal.h). */
 gs_status gs_repl_log_ddl(gs_conn *writer, const char *sql, gs_error *err);
 
 #endif

@@ -133,7 +133,25 @@ static int send_sync(gs_repl_engine *e, const char *to, const gs_sync_message *m
 {
     uint8_t *bytes = NULL;
     size_t len = 0;
-    if (gs_sync_message_encode(m, &bytes, &len, err) != GS_OK)
+    gs_sync_message sm = *m; /* coordinator mode: stamped with the group and the term */
+    int64_t term = gs_repl_coord_term(e);
+    if (term > 0) {
+#define STAMP(part)                                                                                \
+    do {                                                                                           \
+        sm.part.group_id = e->group_id;                                                            \
+        sm.part.has_term = 1;                                                                      \
+        sm.part.primary_term = term;                                                               \
+    } while (0)
+        switch (m->kind) {
+        case GS_SMSG_REQUEST: STAMP(request); break;
+        case GS_SMSG_BATCH: STAMP(batch); break;
+        case GS_SMSG_COMPLETE: STAMP(complete); break;
+        case GS_SMSG_ACK: STAMP(ack); break;
+        default: break;
+        }
+#undef STAMP
+    }
+    if (gs_sync_message_encode(&sm, &bytes, &len, err) != GS_OK)
         return GS_ERROR;
     gs_error_init(err);
     gs_status st =
@@ -208,6 +226,35 @@ static void persist_phase(gs_repl_engine *e, const char *phase)
     gs_error_init(&err);
     if (gs_repl_on_writer(e, phase_fn, &pc, &err) != GS_OK)
         gs_repl_note_error(e, &err, "persisting the sync phase", NULL);
+}
+
+static void joiner_free(struct gs_sync_joiner *j);
+
+static gs_status reset_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
+{
+    (void)user;
+    (void)out;
+    sqlite3 *db = gs_conn_db(conn);
+    if (sqlite3_exec(db, "DELETE FROM _sirannon_sync_state", NULL, NULL, NULL) != SQLITE_OK &&
+        sqlite3_get_autocommit(db) == 0)
+        return gs_error_set(err, 0, "SYNC_ERROR", "clearing the sync progress: %s",
+                            sqlite3_errmsg(db));
+    return set_meta(conn, META_PHASE, "pending", err);
+}
+
+void gs_repl_sync_reset(gs_repl_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    struct gs_sync_joiner *j = e->joiner;
+    e->joiner = NULL;
+    e->applied_seq = 0;
+    pthread_mutex_unlock(&e->mu);
+    joiner_free(j);
+    gs_repl_set_phase(e, "pending");
+    gs_error err;
+    gs_error_init(&err);
+    if (gs_repl_on_writer(e, reset_fn, NULL, &err) != GS_OK)
+        gs_repl_note_error(e, &err, "resetting the sync", NULL);
 }
 
 /* ---- joiner ---- */
@@ -1319,6 +1366,26 @@ void gs_repl_sync_in(gs_repl_engine *e, const char *from, const uint8_t *bytes, 
     struct gs_sync_joiner *j = e->joiner;
     int from_source = j && strcmp(j->source, from) == 0;
     pthread_mutex_unlock(&e->mu);
+    if (e->auth && (m.kind == GS_SMSG_BATCH || m.kind == GS_SMSG_COMPLETE)) {
+        /* coordinator mode: only the current primary, in the current term, syncs this node */
+        int has = m.kind == GS_SMSG_BATCH ? m.batch.has_term : m.complete.has_term;
+        int64_t term = m.kind == GS_SMSG_BATCH ? m.batch.primary_term : m.complete.primary_term;
+        if (gs_repl_coord_check_sender(e, from, has, term, "sync message", &err) != GS_OK) {
+            gs_repl_note_error(e, &err, "sync message rejected", from);
+            gs_sync_message_free(&m);
+            return;
+        }
+    } else if (e->auth && m.kind == GS_SMSG_REQUEST) {
+        int64_t term = 0;
+        if (gs_authority_can_write(e->auth, &term, &err) != GS_OK || !m.request.has_term ||
+            m.request.primary_term != term) {
+            if (!err.code[0])
+                gs_error_set(&err, 0, "STALE_PRIMARY", "sync request for another term");
+            gs_repl_note_error(e, &err, "sync request refused", from);
+            gs_sync_message_free(&m);
+            return;
+        }
+    }
     switch (m.kind) {
     case GS_SMSG_REQUEST: source_start(e, from, &m.request); break;
     case GS_SMSG_ACK:

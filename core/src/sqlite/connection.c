@@ -6,6 +6,7 @@
 #include "base/log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -143,9 +144,24 @@ static int pragma_text(sqlite3 *db, const char *sql, char *out, size_t cap)
     return rc;
 }
 
+/* SQLite keeps memory statistics under one process-wide mutex that every allocation of every
+ * connection takes (SQLITE_DEFAULT_MEMSTATUS). The core reads none of them, and with several
+ * databases (or several nodes) writing from their own threads that mutex is contended on
+ * every row, so it is switched off once, before SQLite initialises. When something in the
+ * process initialised SQLite first, the call is refused and nothing changes. */
+static pthread_once_t sqlite_setup_once = PTHREAD_ONCE_INIT;
+
+static void sqlite_setup(void)
+{
+    if (sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) != SQLITE_OK)
+        gs_log(GS_LOG_DEBUG, "sqlite",
+               "SQLite was initialised before the first connection: memory statistics stay on");
+}
+
 gs_status gs_conn_open(const gs_conn_options *o, gs_conn **out, gs_error *err)
 {
     *out = NULL;
+    pthread_once(&sqlite_setup_once, sqlite_setup);
     const char *path = o->path;
     int memory = strcmp(path, ":memory:") == 0;
     if (o->sync_level < 0 || o->sync_level > 3)

@@ -18,7 +18,10 @@
  *
  * Ownership: the connection owns its statements; a gs_stmt is valid from prepare to
  * release. Threads: a connection is opened with SQLITE_OPEN_NOMUTEX and used by exactly one
- * thread at a time (its owner); nothing here locks.
+ * thread at a time (its owner); nothing here locks. The first gs_conn_open in a process
+ * turns off SQLite's process-wide memory statistics (SQLITE_CONFIG_MEMSTATUS), whose mutex
+ * every allocation of every connection would otherwise take; sqlite3_memory_used() and the
+ * soft heap limit are then not available.
  */
 #ifndef GS_SQLITE_CONNECTION_H
 #define GS_SQLITE_CONNECTION_H
