@@ -118,6 +118,7 @@ typedef struct cnode {
 } cnode;
 
 static const char *const VOTERS[] = {"node-a", "node-b", "node-c"};
+static int forwarding; /* write_forwarding for the nodes a test starts */
 
 static void cnode_coord(cnode *n, const char *store)
 {
@@ -183,6 +184,7 @@ static void cnode_start(cnode *n, const char *bus, const char *role, const char 
     o.write_concern = "majority";
     o.write_concern_timeout_ms = 4000;
     o.in_sync_timeout_ms = 500;
+    o.write_forwarding = forwarding;
     o.coordinator = &ao[self];
     tnode_start(&n->t, role, peers[self], 2, y, &o);
 }
@@ -538,4 +540,35 @@ Test(repl_coord, a_lagging_replica_leaves_the_in_sync_set_and_majority_writes_go
     cr_assert(wait_rows(&n[1], 2, 10000));
     in_sync_wait(&n[0], 3, 20000);
     close3(n);
+}
+
+Test(repl_coord, replicas_forward_writes_under_the_current_term_to_whichever_node_is_primary)
+{
+    forwarding = 1;
+    cnode n[3];
+    open3(n);
+    bootstrap(n, "fwd");
+    gs_error err;
+    cr_assert_eq(cwrite(&n[1], "INSERT INTO items (id, v) VALUES (1, 'via b')", &err), GS_OK,
+                 "%s %s", err.code, err.message);
+    /* forwarded writes are answered at the group's concern: every in-sync node has it */
+    cr_assert_eq(count_rows(&n[0]), 1);
+    cr_assert(wait_rows(&n[2], 1, 5000));
+    /* transactions are never forwarded */
+    gs_error_init(&err);
+    gs_repl_write_route route;
+    cr_assert_eq(gs_repl_route_write(n[1].t.e, GS_DB_TRANSACTION, 1, &route, &err), GS_ERROR);
+    cr_expect_str_eq(err.code, "STALE_PRIMARY");
+    /* after a failover the surviving replica forwards to the new primary */
+    cnode_stop(&n[0]);
+    wait_primary(&n[1], NULL, 1, 15000);
+    json_t *j = cluster(&n[1]);
+    const char *np =
+        json_string_value(json_object_get(json_object_get(j, "currentPrimary"), "nodeId"));
+    cnode *other = strcmp(np, "node-b") == 0 ? &n[2] : &n[1];
+    json_decref(j);
+    write_eventually(other, "INSERT INTO items (id, v) VALUES (3, 'after failover')", 15000);
+    cr_assert_eq(count_rows(other), 2);
+    close3(n);
+    forwarding = 0;
 }

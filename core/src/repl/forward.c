@@ -339,7 +339,17 @@ typedef struct fwd_run {
     char *to;
     char *request_id;
     uint64_t call_id;
+    gs_fwd_result *res; /* coordinator mode: the answer, held until the write concern is met */
+    size_t nres;
 } fwd_run;
+
+static void fwd_run_free(fwd_run *r)
+{
+    gs_free(r->res);
+    gs_free(r->to);
+    gs_free(r->request_id);
+    gs_free(r);
+}
 
 static void respond(gs_repl_engine *e, const char *to, uint64_t call_id, const char *request_id,
                     const gs_fwd_result *results, size_t n, const gs_error *failure)
@@ -376,6 +386,18 @@ static int64_t json_rowid(const json_t *v)
     return 0;
 }
 
+/* Coordinator mode: a forwarded write is answered once it meets the group's default write
+ * concern (majority), like a write sent to the primary directly. */
+static void fwd_concern_met(void *user, gs_status st, const gs_error *err)
+{
+    fwd_run *r = user;
+    if (st == GS_OK)
+        respond(r->e, r->to, r->call_id, r->request_id, r->res, r->nres, NULL);
+    else
+        respond(r->e, r->to, r->call_id, r->request_id, NULL, 0, err);
+    fwd_run_free(r);
+}
+
 static void fwd_done(void *user, const gs_db_reply *reply)
 {
     fwd_run *r = user;
@@ -391,6 +413,13 @@ static void fwd_done(void *user, const gs_db_reply *reply)
                 res[i].changes = (int32_t)json_integer_value(json_object_get(o, "changes"));
                 res[i].last_insert_row_id = json_rowid(json_object_get(o, "lastInsertRowId"));
             }
+            if (r->e->auth) {
+                r->res = res;
+                r->nres = n;
+                json_decref(doc);
+                gs_repl_await_concern(r->e, NULL, 0, fwd_concern_met, r);
+                return;
+            }
             respond(r->e, r->to, r->call_id, r->request_id, res, n, NULL);
         } else {
             gs_error err;
@@ -401,9 +430,7 @@ static void fwd_done(void *user, const gs_db_reply *reply)
         gs_free(res);
         json_decref(doc);
     }
-    gs_free(r->to);
-    gs_free(r->request_id);
-    gs_free(r);
+    fwd_run_free(r);
 }
 
 void gs_repl_forward_request_in(gs_repl_engine *e, const char *from, uint64_t call_id,
