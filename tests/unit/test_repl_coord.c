@@ -318,7 +318,10 @@ static void in_sync_wait(cnode *n, size_t want, int64_t timeout_ms)
             return;
         usleep(10000); /* polling a condition, bounded by the deadline */
     }
-    cr_assert_fail("%s: %zu in-sync nodes, wanted %zu", n->t.id, have, want);
+    json_t *j = cluster(n);
+    char *text = json_dumps(j, 0);
+    json_decref(j);
+    cr_assert_fail("%s: %zu in-sync nodes, wanted %zu: %s", n->t.id, have, want, text);
 }
 
 static void bootstrap(cnode n[3], const char *bus)

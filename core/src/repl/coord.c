@@ -534,8 +534,9 @@ void gs_repl_coord_tick(gs_repl_engine *e, int64_t now)
                     p->admit_requested = 0;
                     p->catch_set = 0;
                     e->timer_wake = 1;
-                } else if (!p->evict_requested) {
+                } else if (!p->evict_requested || now - p->evict_requested_ms >= 1000) {
                     p->evict_requested = 1;
+                    p->evict_requested_ms = now;
                     snprintf(act[n].id, sizeof act[n].id, "%s", p->id);
                     act[n].admit = 0;
                     snprintf(act[n].why, sizeof act[n].why, "%s",
@@ -557,8 +558,12 @@ void gs_repl_coord_tick(gs_repl_engine *e, int64_t now)
                 p->catch_set = 1;
             }
         }
+        /* an admission the coordinator did not record (contention, a blip) is asked again */
+        if (p->admitting && p->admit_requested && now - p->admit_requested_ms >= 1000)
+            p->admit_requested = 0;
         if (p->admitting && !p->admit_requested && p->last_acked_seq >= p->admit_target) {
             p->admit_requested = 1;
+            p->admit_requested_ms = now;
             snprintf(act[n].id, sizeof act[n].id, "%s", p->id);
             act[n].admit = 1;
             act[n].seq = p->admit_target;
@@ -597,9 +602,9 @@ gs_status gs_repl_check_read(gs_repl_engine *e, const char *level, gs_error *err
 {
     if (!e || !e->auth)
         return GS_OK;
-    if (!level)
-        level = "majority"; /* the coordinator-mode default (spec 06 topology client) */
-    if (strcmp(level, "local") == 0)
+    /* a read stating no concern is a local read: the client chooses its default (the spec's
+     * topology-aware client asks for majority in coordinator mode) */
+    if (!level || strcmp(level, "local") == 0)
         return GS_OK;
     gs_authority_view *v = gs_malloc(sizeof *v);
     if (!v)

@@ -52,6 +52,7 @@ typedef struct gs_peer {
     int admit_requested; /* the admission was handed to the authority */
     int evict_requested; /* its eviction was handed to the authority */
     int64_t admit_target, catch_target;
+    int64_t admit_requested_ms, evict_requested_ms;
     int catch_set;    /* catch_target holds the committed seq of the last tick */
     int64_t pos_term; /* the term of its last position report */
 } gs_peer;
