@@ -24,8 +24,11 @@
  * so clusters and unrelated data share one store safely. Values are JSON text.
  *
  * Errors: a store that cannot be reached in time, or answers with an error, returns GS_ERROR
- * with code COORDINATOR_UNAVAILABLE and a message naming the endpoint and the fix. A lease
- * that no longer exists is reported as GS_DECLINED by lease_keepalive (not an error).
+ * with code COORDINATOR_UNAVAILABLE and a message naming the endpoint and the fix. A txn that
+ * fails that way may or may not have been applied (the connection can break after the store
+ * committed it): the caller reads the state again before deciding. A lease that no longer
+ * exists is reported as GS_DECLINED by lease_keepalive (not an error); a txn putting a key on
+ * such a lease fails as a whole with COORDINATOR_UNAVAILABLE (nothing applied).
  *
  * Ownership: the caller owns every pointer it passes; a plugin copies what it keeps. A gs_kv
  * handed to a callback is valid for that call only.
@@ -107,7 +110,8 @@ enum {
     GS_WATCH_LOST = 2, /**< the watch ended; kv is NULL; no further event @since 1.4 */
 };
 
-/** A watch event (see the enum above). kv is NULL for GS_WATCH_LOST; for a delete it holds
+/** A watch event (see the enum above). kv is NULL for GS_WATCH_LOST, whose revision is
+ * informative only (the store revision when the loss was noticed, or 0); for a delete kv holds
  * the key and mod_revision only. */
 typedef void (*gs_watch_fn)(void *user, int type, const gs_kv *kv, int64_t revision);
 

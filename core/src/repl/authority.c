@@ -43,6 +43,7 @@ struct gs_authority {
     gs_group_state g;
     int64_t g_rev;
     int64_t last_contact_ms;
+    int last_call_failed; /* the latest coordinator call failed */
     int64_t session_valid_until;
     int ctl_state;
     int64_t ctl_valid_until;
@@ -354,7 +355,8 @@ void gs_authority_view_get(gs_authority *a, gs_authority_view *out)
     out->known = a->known;
     out->g = a->g;
     out->session_live = now < a->session_valid_until;
-    out->coordinator_ok = a->last_contact_ms && now - a->last_contact_ms < a->o.session_ttl_ms;
+    out->coordinator_ok = a->last_contact_ms && !a->last_call_failed &&
+                          now - a->last_contact_ms < a->o.session_ttl_ms;
     out->controller = ctl_names[a->ctl_state];
     out->last_contact_ms = a->last_contact_ms;
     out->session_ttl_ms = a->o.session_ttl_ms;
@@ -500,11 +502,15 @@ static void contact(gs_authority *a)
 {
     pthread_mutex_lock(&a->mu);
     a->last_contact_ms = mono_ms();
+    a->last_call_failed = 0;
     pthread_mutex_unlock(&a->mu);
 }
 
 static void log_unavailable(gs_authority *a, const char *what, const gs_error *err)
 {
+    pthread_mutex_lock(&a->mu);
+    a->last_call_failed = 1;
+    pthread_mutex_unlock(&a->mu);
     int64_t now = mono_ms();
     if (now < a->next_log_ms)
         return;
