@@ -180,6 +180,45 @@ gs_status gs_group_read_nodes(const gs_coordinator_vtable *vt, void *inst, const
     return GS_OK;
 }
 
+static void collect_node(void *user, const gs_node_record *r)
+{
+    gs_node_list *l = user;
+    if (l->n < sizeof l->r / sizeof l->r[0])
+        l->r[l->n++] = *r;
+}
+
+gs_status gs_group_read_node_list(const gs_coordinator_vtable *vt, void *inst, const char *cluster,
+                                  gs_node_list *out, gs_error *err)
+{
+    out->n = 0;
+    return gs_group_read_nodes(vt, inst, cluster, collect_node, out, err);
+}
+
+/* Put `key` = value (attached to `lease` when not 0) only when target(key) == number: the
+ * one compare-and-put every record of this file is written with. *ok says whether it was. */
+static gs_status put_if(const gs_coordinator_vtable *vt, void *inst, const char *key,
+                        gs_compare_target target, int64_t number, const char *value, size_t len,
+                        int64_t lease, int *ok, gs_error *err)
+{
+    gs_compare c = {.key = (const uint8_t *)key,
+                    .key_len = strlen(key),
+                    .target = target,
+                    .result = GS_CMP_EQUAL,
+                    .number = number};
+    gs_op put = {.type = GS_OP_PUT,
+                 .key = (const uint8_t *)key,
+                 .key_len = strlen(key),
+                 .value = (const uint8_t *)value,
+                 .value_len = len,
+                 .lease = lease};
+    *ok = 0;
+    gs_error_init(err);
+    gs_status st = vt->txn(inst, &c, 1, &put, 1, NULL, 0, ok, NULL, err);
+    if (st != GS_OK && !err->code[0])
+        gs_error_set(err, 0, "COORDINATOR_UNAVAILABLE", "writing %s failed", key);
+    return st;
+}
+
 /* A CAS update of the group state: mutate returns 1 (write it), 0 (nothing to change) or -1
  * (refused; err filled). */
 typedef int (*mutate_fn)(gs_group_state *s, void *ctx, gs_error *err);
@@ -214,25 +253,11 @@ static gs_status group_cas(const gs_coordinator_vtable *vt, void *inst, const ch
         char *text = gs_group_state_format(&s, &len);
         if (!text)
             return gs_error_set(err, 0, "COORDINATOR_UNAVAILABLE", "out of memory");
-        gs_compare c = {.key = (const uint8_t *)key,
-                        .key_len = strlen(key),
-                        .target = GS_CMP_MOD,
-                        .result = GS_CMP_EQUAL,
-                        .number = rev};
-        gs_op put = {.type = GS_OP_PUT,
-                     .key = (const uint8_t *)key,
-                     .key_len = strlen(key),
-                     .value = (const uint8_t *)text,
-                     .value_len = len};
         int ok = 0;
-        gs_error_init(err);
-        st = vt->txn(inst, &c, 1, &put, 1, NULL, 0, &ok, NULL, err);
+        st = put_if(vt, inst, key, GS_CMP_MOD, rev, text, len, 0, &ok, err);
         gs_free(text);
-        if (st != GS_OK) {
-            if (!err->code[0])
-                gs_error_set(err, 0, "COORDINATOR_UNAVAILABLE", "updating %s failed", key);
+        if (st != GS_OK)
             return GS_ERROR;
-        }
         if (ok) {
             if (out)
                 *out = s;
@@ -601,22 +626,9 @@ static gs_status put_record(gs_authority *a, int64_t lease, int create, int *ok,
     char *text = gs_node_record_format(&r, a->cluster_id, &len);
     if (!text)
         return gs_error_set(err, 0, "COORDINATOR_UNAVAILABLE", "out of memory");
-    gs_compare c = {.key = (const uint8_t *)a->node_key,
-                    .key_len = strlen(a->node_key),
-                    .target = create ? GS_CMP_CREATE : GS_CMP_LEASE,
-                    .result = GS_CMP_EQUAL,
-                    .number = create ? 0 : lease};
-    gs_op put = {.type = GS_OP_PUT,
-                 .key = (const uint8_t *)a->node_key,
-                 .key_len = strlen(a->node_key),
-                 .value = (const uint8_t *)text,
-                 .value_len = len,
-                 .lease = lease};
-    gs_error_init(err);
-    gs_status st = a->o.vt->txn(a->o.inst, &c, 1, &put, 1, NULL, 0, ok, NULL, err);
+    gs_status st = put_if(a->o.vt, a->o.inst, a->node_key, create ? GS_CMP_CREATE : GS_CMP_LEASE,
+                          create ? 0 : lease, text, len, lease, ok, err);
     gs_free(text);
-    if (st != GS_OK && !err->code[0])
-        gs_error_set(err, 0, "COORDINATOR_UNAVAILABLE", "writing the node session failed");
     return st;
 }
 
@@ -714,20 +726,10 @@ static void register_group(gs_authority *a)
     char *text = gs_group_state_format(&s, &len);
     if (!text)
         return;
-    gs_compare c = {.key = (const uint8_t *)a->group_key,
-                    .key_len = strlen(a->group_key),
-                    .target = GS_CMP_CREATE,
-                    .result = GS_CMP_EQUAL,
-                    .number = 0};
-    gs_op put = {.type = GS_OP_PUT,
-                 .key = (const uint8_t *)a->group_key,
-                 .key_len = strlen(a->group_key),
-                 .value = (const uint8_t *)text,
-                 .value_len = len};
     int ok = 0;
     gs_error err;
-    gs_error_init(&err);
-    gs_status st = a->o.vt->txn(a->o.inst, &c, 1, &put, 1, NULL, 0, &ok, NULL, &err);
+    gs_status st =
+        put_if(a->o.vt, a->o.inst, a->group_key, GS_CMP_CREATE, 0, text, len, 0, &ok, &err);
     gs_free(text);
     if (st != GS_OK)
         log_unavailable(a, "registering the group", &err);
@@ -777,26 +779,6 @@ static int refresh_group(gs_authority *a)
 }
 
 /* ---- controller ---- */
-
-typedef struct live_nodes {
-    size_t n;
-    gs_node_record r[GS_GROUP_MAX_NODES * 2];
-} live_nodes;
-
-static void collect_node(void *user, const gs_node_record *r)
-{
-    live_nodes *ln = user;
-    if (ln->n < sizeof ln->r / sizeof ln->r[0])
-        ln->r[ln->n++] = *r;
-}
-
-static const gs_node_record *find_node(const live_nodes *ln, const char *id)
-{
-    for (size_t i = 0; i < ln->n; i++)
-        if (strcmp(ln->r[i].node_id, id) == 0)
-            return &ln->r[i];
-    return NULL;
-}
 
 static int major_of(const char *v)
 {
@@ -852,16 +834,16 @@ static void controller_promote_check(gs_authority *a)
     pthread_mutex_unlock(&a->mu);
     if (!known)
         return;
-    live_nodes *ln = gs_calloc(1, sizeof *ln);
+    gs_node_list *ln = gs_calloc(1, sizeof *ln);
     if (!ln)
         return;
     gs_error err;
-    if (gs_group_read_nodes(a->o.vt, a->o.inst, a->cluster_id, collect_node, ln, &err) != GS_OK) {
+    if (gs_group_read_node_list(a->o.vt, a->o.inst, a->cluster_id, ln, &err) != GS_OK) {
         log_unavailable(a, "reading node sessions", &err);
         gs_free(ln);
         return;
     }
-    const gs_node_record *prim = g.has_primary ? find_node(ln, g.primary) : NULL;
+    const gs_node_record *prim = g.has_primary ? gs_node_list_find(ln, g.primary) : NULL;
     int draining = g.has_primary && gs_id_set_has(&g.draining, g.primary);
     int keep = prim && compatible(a, prim) && !draining &&
                !gs_id_set_has(&g.repairing, g.primary) && !gs_id_set_has(&g.faulted, g.primary);
@@ -881,7 +863,7 @@ static void controller_promote_check(gs_authority *a)
         const char *id = g.voters.id[i];
         if (g.has_primary && strcmp(id, g.primary) == 0)
             continue;
-        const gs_node_record *r = find_node(ln, id);
+        const gs_node_record *r = gs_node_list_find(ln, id);
         if (!r || !compatible(a, r) || !gs_id_set_has(&g.in_sync, id) ||
             gs_id_set_has(&g.draining, id) || gs_id_set_has(&g.repairing, id) ||
             gs_id_set_has(&g.faulted, id))
@@ -994,20 +976,9 @@ static void controller_tick(gs_authority *a, int64_t now)
     gs_buf_printf(&b, ",\"ttlMs\":%lld,\"grantedAtMs\":%lld,\"expiresAtMs\":%lld}",
                   (long long)a->o.controller_lease_ttl_ms, (long long)w,
                   (long long)(w + a->o.controller_lease_ttl_ms));
-    gs_compare c = {.key = (const uint8_t *)a->ctl_key,
-                    .key_len = strlen(a->ctl_key),
-                    .target = GS_CMP_CREATE,
-                    .result = GS_CMP_EQUAL,
-                    .number = 0};
-    gs_op put = {.type = GS_OP_PUT,
-                 .key = (const uint8_t *)a->ctl_key,
-                 .key_len = strlen(a->ctl_key),
-                 .value = (const uint8_t *)(b.data ? b.data : ""),
-                 .value_len = b.len,
-                 .lease = lease};
     int ok = 0;
-    gs_error_init(&err);
-    gs_status st = a->o.vt->txn(a->o.inst, &c, 1, &put, 1, NULL, 0, &ok, NULL, &err);
+    gs_status st = put_if(a->o.vt, a->o.inst, a->ctl_key, GS_CMP_CREATE, 0, b.data ? b.data : "",
+                          b.len, lease, &ok, &err);
     gs_buf_free(&b);
     if (st != GS_OK || !ok) {
         gs_error e2;

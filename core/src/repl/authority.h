@@ -130,6 +130,10 @@ gs_status gs_group_maintenance(const gs_coordinator_vtable *vt, void *inst, cons
 gs_status gs_group_read(const gs_coordinator_vtable *vt, void *inst, const char *cluster,
                         const char *group, gs_group_state *out, int64_t *mod_revision,
                         gs_error *err);
+/** Read the live node sessions of a cluster into a list (records past its capacity are
+ * left out). */
+gs_status gs_group_read_node_list(const gs_coordinator_vtable *vt, void *inst, const char *cluster,
+                                  gs_node_list *out, gs_error *err);
 /** Read the live node sessions of a cluster: calls each(user, record) per node. */
 gs_status gs_group_read_nodes(const gs_coordinator_vtable *vt, void *inst, const char *cluster,
                               void (*each)(void *user, const gs_node_record *r), void *user,

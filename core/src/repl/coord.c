@@ -144,19 +144,8 @@ static gs_status follow_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err
 {
     (void)out;
     follow_call *fc = user;
-    sqlite3 *db = gs_conn_db(conn);
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO _sirannon_meta (key, value) VALUES (?, ?)",
-                           -1, &st, NULL) != SQLITE_OK)
-        return gs_error_set(err, 0, "REPLICATION_ERROR", "saving %s: %s", META_FOLLOW,
-                            sqlite3_errmsg(db));
-    sqlite3_bind_text(st, 1, META_FOLLOW, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, fc->value, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return gs_error_set(err, 0, "REPLICATION_ERROR", "saving %s: %s", META_FOLLOW,
-                            sqlite3_errmsg(db));
+    if (gs_repl_meta_set(conn, META_FOLLOW, fc->value, err) != GS_OK)
+        return GS_ERROR;
     if (fc->position >= 0) {
         int64_t have = 0;
         if (gs_repl_applied_seq(conn, fc->source, &have, err) != GS_OK)
@@ -695,17 +684,6 @@ const char *gs_repl_coord_health_state(gs_repl_engine *e)
     return state;
 }
 
-static void put_ids(gs_buf *b, const gs_id_set *s)
-{
-    gs_buf_putc(b, '[');
-    for (size_t i = 0; i < s->n; i++) {
-        if (i)
-            gs_buf_putc(b, ',');
-        gs_buf_json_string(b, s->id[i], strlen(s->id[i]));
-    }
-    gs_buf_putc(b, ']');
-}
-
 static void put_primary(gs_buf *b, const gs_group_state *g, int known)
 {
     if (!known || !g->has_primary) {
@@ -751,23 +729,11 @@ void gs_repl_coord_status_fields(gs_repl_engine *e, gs_buf *b, const char **heal
         if (!gs_id_set_has(&g->in_sync, g->voters.id[i]) && strcmp(g->voters.id[i], e->node_id))
             gs_id_set_add(&lagging, g->voters.id[i]);
     gs_buf_puts(b, ",\"inSyncReplicas\":");
-    put_ids(b, &in_sync);
+    gs_id_set_json(b, &in_sync);
     gs_buf_puts(b, ",\"laggingReplicas\":");
-    put_ids(b, &lagging);
+    gs_id_set_json(b, &lagging);
     gs_buf_printf(b, ",\"health\":\"%s\"", state);
     gs_free(v);
-}
-
-typedef struct eps {
-    size_t n;
-    gs_node_record r[GS_GROUP_MAX_NODES * 2];
-} eps;
-
-static void collect_ep(void *user, const gs_node_record *r)
-{
-    eps *ep = user;
-    if (ep->n < sizeof ep->r / sizeof ep->r[0])
-        ep->r[ep->n++] = *r;
 }
 
 void gs_repl_cluster_json(gs_repl_engine *e, const char *db_id, gs_buf *b)
@@ -803,11 +769,11 @@ void gs_repl_cluster_json(gs_repl_engine *e, const char *db_id, gs_buf *b)
                   (long long)(v->known ? g->term : 0));
     /* one entry per voter that is neither quarantined, draining nor repairing; endpoints come
      * from the live sessions (one coordinator read, bounded by its call timeout) */
-    eps *ep = gs_calloc(1, sizeof *ep);
+    gs_node_list *ep = gs_calloc(1, sizeof *ep);
     if (ep && v->known) {
         gs_error err;
-        if (gs_group_read_nodes(e->auth_o.vt, e->auth_o.inst, e->auth_o.cluster_id, collect_ep, ep,
-                                &err) != GS_OK)
+        if (gs_group_read_node_list(e->auth_o.vt, e->auth_o.inst, e->auth_o.cluster_id, ep, &err) !=
+            GS_OK)
             ep->n = 0;
     }
     int first = 1;
@@ -816,10 +782,8 @@ void gs_repl_cluster_json(gs_repl_engine *e, const char *db_id, gs_buf *b)
         if (gs_id_set_has(&g->faulted, id) || gs_id_set_has(&g->draining, id) ||
             gs_id_set_has(&g->repairing, id))
             continue;
-        const char *endpoint = "";
-        for (size_t k = 0; ep && k < ep->n; k++)
-            if (strcmp(ep->r[k].node_id, id) == 0)
-                endpoint = ep->r[k].endpoint;
+        const gs_node_record *rec = ep ? gs_node_list_find(ep, id) : NULL;
+        const char *endpoint = rec ? rec->endpoint : "";
         if (!endpoint[0] && g->has_primary && strcmp(id, g->primary) == 0)
             endpoint = g->primary_endpoint;
         else if (!endpoint[0] && strcmp(id, e->node_id) == 0 && e->auth_o.endpoint)

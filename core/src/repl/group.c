@@ -207,9 +207,8 @@ static void put_dec(gs_buf *b, const char *k, int64_t v)
     gs_buf_printf(b, "\"%lld\"", (long long)v);
 }
 
-static void put_set(gs_buf *b, const char *k, const gs_id_set *s)
+void gs_id_set_json(gs_buf *b, const gs_id_set *s)
 {
-    put_key(b, k);
     gs_buf_putc(b, '[');
     for (size_t i = 0; i < s->n; i++) {
         if (i)
@@ -217,6 +216,20 @@ static void put_set(gs_buf *b, const char *k, const gs_id_set *s)
         gs_buf_json_string(b, s->id[i], strlen(s->id[i]));
     }
     gs_buf_putc(b, ']');
+}
+
+static void put_set(gs_buf *b, const char *k, const gs_id_set *s)
+{
+    put_key(b, k);
+    gs_id_set_json(b, s);
+}
+
+const gs_node_record *gs_node_list_find(const gs_node_list *l, const char *id)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->r[i].node_id, id) == 0)
+            return &l->r[i];
+    return NULL;
 }
 
 void gs_group_state_json(gs_buf *b, const gs_group_state *s)

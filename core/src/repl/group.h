@@ -43,6 +43,8 @@ typedef struct gs_id_set {
 } gs_id_set;
 
 int gs_id_set_has(const gs_id_set *s, const char *id);
+/** Append the set as a JSON array of strings. */
+void gs_id_set_json(gs_buf *b, const gs_id_set *s);
 /** Add id when absent; 0 when the set is full (id not added). */
 int gs_id_set_add(gs_id_set *s, const char *id);
 void gs_id_set_remove(gs_id_set *s, const char *id);
@@ -87,6 +89,15 @@ void gs_group_state_json(gs_buf *b, const gs_group_state *s);
 
 gs_status gs_node_record_parse(const char *json, size_t len, gs_node_record *out, gs_error *err);
 char *gs_node_record_format(const gs_node_record *r, const char *cluster_id, size_t *len);
+
+/** The live node sessions of a cluster, as gs_group_read_node_list reads them. */
+typedef struct gs_node_list {
+    size_t n;
+    gs_node_record r[GS_GROUP_MAX_NODES * 2];
+} gs_node_list;
+
+/** The record of node `id` in the list, or NULL. */
+const gs_node_record *gs_node_list_find(const gs_node_list *l, const char *id);
 
 /** Key builders: write the key into out (size cap); 0 when it does not fit. */
 int gs_group_key(char *out, size_t cap, const char *cluster, const char *group);

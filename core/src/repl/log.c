@@ -566,3 +566,21 @@ gs_status gs_repl_log_ddl(gs_conn *writer, const char *sql, gs_error *err)
     }
     return GS_OK;
 }
+
+gs_status gs_repl_meta_set(gs_conn *writer, const char *key, const char *value, gs_error *err)
+{
+    sqlite3 *db = gs_conn_db(writer);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO _sirannon_meta (key, value) VALUES (?, ?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return gs_error_set(err, 0, "REPLICATION_ERROR", "cannot write %s: %s", key,
+                            sqlite3_errmsg(db));
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return gs_error_set(err, 0, "REPLICATION_ERROR", "cannot write %s: %s", key,
+                            sqlite3_errmsg(db));
+    return GS_OK;
+}

@@ -73,6 +73,9 @@ gs_status gs_repl_applied_seq(gs_conn *conn, const char *source_node_id, int64_t
                               gs_error *err);
 
 /** Upsert `_sirannon_peer_state` (updated_at = Unix seconds as REAL; NULL hlc = ''). */
+/** Upsert `_sirannon_meta` key = value (writer connection). REPLICATION_ERROR. */
+gs_status gs_repl_meta_set(gs_conn *writer, const char *key, const char *value, gs_error *err);
+
 gs_status gs_repl_peer_state_save(gs_conn *writer, const char *peer, int64_t last_acked_seq,
                                   const char *last_received_hlc, gs_error *err);
 

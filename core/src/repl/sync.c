@@ -113,20 +113,13 @@ static gs_status exec(gs_conn *conn, const char *sql, gs_error *err)
     return gs_conn_exec(conn, sql, err);
 }
 
+/* The sync phase and progress markers live in _sirannon_meta; errors read as SYNC_ERROR. */
 static gs_status set_meta(gs_conn *conn, const char *key, const char *value, gs_error *err)
 {
-    sqlite3 *db = gs_conn_db(conn);
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, "INSERT OR REPLACE INTO _sirannon_meta (key, value) VALUES (?, ?)",
-                           -1, &st, NULL) != SQLITE_OK)
-        return gs_error_set(err, 0, "SYNC_ERROR", "cannot write %s: %s", key, sqlite3_errmsg(db));
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return gs_error_set(err, 0, "SYNC_ERROR", "cannot write %s: %s", key, sqlite3_errmsg(db));
-    return GS_OK;
+    if (gs_repl_meta_set(conn, key, value, err) == GS_OK)
+        return GS_OK;
+    snprintf(err->code, sizeof err->code, "SYNC_ERROR");
+    return GS_ERROR;
 }
 
 static int send_sync(gs_repl_engine *e, const char *to, const gs_sync_message *m, gs_error *err)
