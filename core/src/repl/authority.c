@@ -286,7 +286,11 @@ static int maint_mutate(gs_group_state *s, void *ctx, gs_error *err)
     }
     gs_group_state before = *s;
     if (strcmp(m->op, "drain") == 0) {
+        /* a draining replica leaves the safe sets at once; a draining primary keeps duty until
+         * the controller has handed it over to a caught-up replica */
         gs_id_set_add(&s->draining, m->node);
+        if (!s->has_primary || strcmp(s->primary, m->node) != 0)
+            gs_id_set_remove(&s->in_sync, m->node);
     } else if (strcmp(m->op, "undrain") == 0) {
         gs_id_set_remove(&s->draining, m->node);
     } else if (strcmp(m->op, "repair") == 0) {
@@ -785,9 +789,13 @@ static int major_of(const char *v)
     return v && *v ? atoi(v) : -1;
 }
 
+/* Mixed minor and patch levels are fine; a different major of the protocol, the spec or the
+ * package is not (spec 03 "Recovery and Rolling Upgrades"). */
 static int compatible(gs_authority *a, const gs_node_record *r)
 {
-    return major_of(r->protocol_version) == major_of(a->protocol_version);
+    return major_of(r->protocol_version) == major_of(a->protocol_version) &&
+           major_of(r->spec_version) == major_of(a->spec_version) &&
+           major_of(r->package_version) == major_of(a->package_version);
 }
 
 typedef struct promote_ctx {
