@@ -93,10 +93,29 @@ static int64_t position_of(gs_repl_engine *e, const char *source)
     return pc.seq;
 }
 
+static gs_status head_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
+{
+    (void)out;
+    uint64_t head = 0;
+    if (gs_cdc_max_seq(conn, &head, err) != GS_OK)
+        return GS_ERROR;
+    *(int64_t *)user = (int64_t)head;
+    return GS_OK;
+}
+
+/* The head of the change log, read on the writer (ordered with every apply): the committed
+ * seq the database tracks follows client writes only. */
 static int64_t cb_committed(void *user)
 {
     gs_repl_engine *e = user;
-    return gs_db_committed_seq(e->db);
+    int64_t head = 0;
+    gs_error err;
+    gs_error_init(&err);
+    if (gs_repl_on_writer(e, head_fn, &head, &err) != GS_OK) {
+        gs_repl_note_error(e, &err, "reading the change-log head", NULL);
+        return gs_db_committed_seq(e->db);
+    }
+    return head;
 }
 
 static int64_t cb_position_of(void *user, const char *source)
