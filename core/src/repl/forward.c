@@ -115,6 +115,15 @@ gs_status gs_repl_forward(gs_repl_engine *e, const gs_db_request *req, gs_error 
             snprintf(primary, sizeof primary, "%s", e->peers[i].id);
     call_id = e->next_call_id++;
     pthread_mutex_unlock(&e->mu);
+    if (!primary[0] && e->auth) {
+        /* coordinator mode: the recorded primary is unreachable from here (perhaps failing
+         * over); the details name it so a client refreshes its routing and retries */
+        gs_error_set(err, 0, "STALE_PRIMARY",
+                     "this node cannot forward the write: the primary is not connected to it "
+                     "(it may be failing over); send the write to the current primary");
+        gs_authority_error_details(e->auth, err);
+        return GS_ERROR;
+    }
     if (!primary[0])
         return gs_error_set(err, 0, "TOPOLOGY_ERROR",
                             "this replica cannot forward the write: the primary is not "
