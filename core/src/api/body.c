@@ -21,7 +21,8 @@ gs_status gs_body_parse(const uint8_t *body, size_t len, int allow_empty, json_t
         return gs_error_set(err, 0, "EMPTY_BODY", "the request body is empty; send a JSON object");
     }
     json_error_t je;
-    json_t *v = json_loadb((const char *)body, len, JSON_DECODE_ANY, &je);
+    /* text values may hold U+0000 (the spec's value encoding allows it); SQL may not */
+    json_t *v = json_loadb((const char *)body, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
     if (!v)
         return gs_error_set(err, 0, "INVALID_JSON",
                             "the request body is not valid JSON (line %d, column %d: %s)", je.line,
@@ -38,6 +39,10 @@ static gs_status check_sql(json_t *sql, const char *where, gs_error *err)
 {
     if (!json_is_string(sql) || json_string_length(sql) == 0)
         return gs_error_set(err, 0, "INVALID_REQUEST", "%s must be a non-empty string", where);
+    if (strlen(json_string_value(sql)) != json_string_length(sql))
+        return gs_error_set(err, 0, "INVALID_REQUEST",
+                            "%s holds a NUL character; bind text that holds one as a parameter",
+                            where);
     return GS_OK;
 }
 

@@ -217,7 +217,7 @@ gs_status gs_ws_msg_parse(const char *data, size_t len, int accept_sql, gs_ws_ms
     memset(m, 0, sizeof *m);
     m->id = "";
     json_error_t je;
-    m->root = json_loadb(data, len, JSON_DECODE_ANY, &je);
+    m->root = json_loadb(data, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
     if (!m->root)
         return gs_error_set(err, 0, "INVALID_JSON",
                             "the message is not valid JSON (line %d, column %d: %s)", je.line,
