@@ -8,6 +8,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "node/backup_cmd.h"
+#include "node/cluster_cmd.h"
 #include "node/migrate_cmd.h"
 #include "node/node.h"
 
@@ -25,6 +26,9 @@ static void usage(FILE *f)
                "       gatestream migrate --config FILE --db ID [--to N] [--rollback] [--status]\n"
                "       gatestream backup --config FILE --db ID --to DIR\n"
                "       gatestream restore --from FILE_OR_DIR --to PATH [--moment MS] [--replace]\n"
+               "       gatestream cluster status|drain|undrain|repair|rejoin --config FILE\n"
+               "                          [--node ID] [--json]\n"
+               "       gatestream cluster status --url http://HOST:PORT --db ID [--json]\n"
                "       gatestream --version | --help\n"
                "\n"
                "  --config FILE          run a node from this YAML file\n"
@@ -56,6 +60,8 @@ int main(int argc, char **argv)
         return gs_backup_command(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "restore") == 0)
         return gs_restore_command(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "cluster") == 0)
+        return gs_cluster_command(argc - 1, argv + 1);
     enum { OPT_CHECK = 256, OPT_DESCRIBE, OPT_HOST, OPT_PORT, OPT_DATA, OPT_LOG };
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},

@@ -610,6 +610,19 @@ gs_status gs_repl_check_read(gs_repl_engine *e, const char *level, gs_error *err
 {
     if (!e || !e->auth)
         return GS_OK;
+    pthread_mutex_lock(&e->mu);
+    int quarantined = e->quarantined;
+    pthread_mutex_unlock(&e->mu);
+    if (quarantined) {
+        /* spec 03: a quarantined node is kept out of the read path, whatever the concern */
+        gs_error_set(err, 0, "UNSAFE_RECOVERY_REQUIRED",
+                     "node '%s' is quarantined: it held writes the group never acknowledged; an "
+                     "operator must run `gatestream cluster rejoin --node %s` before it serves "
+                     "reads again",
+                     e->node_id, e->node_id);
+        gs_authority_error_details(e->auth, err);
+        return GS_ERROR;
+    }
     /* a read stating no concern is a local read: the client chooses its default (the spec's
      * topology-aware client asks for majority in coordinator mode) */
     if (!level || strcmp(level, "local") == 0)
@@ -736,7 +749,10 @@ void gs_repl_coord_status_fields(gs_repl_engine *e, gs_buf *b, const char **heal
     gs_buf_json_string(b, e->group_id, strlen(e->group_id));
     gs_buf_printf(
         b, ",\"primaryTerm\":\"%lld\",\"currentPrimary\":", (long long)(v->known ? g->term : 0));
-    put_primary(b, g, v->known);
+    if (v->known && g->has_primary) /* spec 05: the primary's node id */
+        gs_buf_json_string(b, g->primary, strlen(g->primary));
+    else
+        gs_buf_puts(b, "null");
     gs_buf_printf(b, ",\"coordinator\":{\"connected\":%s,\"authority\":%s}",
                   v->coordinator_ok ? "true" : "false", v->can_write ? "true" : "false");
     gs_buf_printf(b, ",\"controller\":{\"state\":\"%s\"}", v->controller);
@@ -751,7 +767,6 @@ void gs_repl_coord_status_fields(gs_repl_engine *e, gs_buf *b, const char **heal
     gs_id_set_json(b, &in_sync);
     gs_buf_puts(b, ",\"laggingReplicas\":");
     gs_id_set_json(b, &lagging);
-    gs_buf_printf(b, ",\"health\":\"%s\"", state);
     gs_free(v);
 }
 
@@ -780,28 +795,37 @@ void gs_repl_cluster_json(gs_repl_engine *e, const char *db_id, gs_buf *b)
     int can_read, can_write;
     node_health(e, v, &state, &reason, &can_read, &can_write);
     int primary = v->known && g->has_primary && strcmp(g->primary, e->node_id) == 0;
+    /* the live sessions (one coordinator read, bounded by its call timeout): a recorded
+     * primary without one is no primary to route to, and a node without one has no endpoint */
+    gs_node_list *live = gs_calloc(1, sizeof *live);
+    int have_live = 0;
+    if (live && v->known) {
+        gs_error err;
+        have_live = gs_group_read_node_list(e->auth_o.vt, e->auth_o.inst, e->auth_o.cluster_id,
+                                            live, &err) == GS_OK;
+    }
+    int primary_live =
+        v->known && g->has_primary && (!have_live || gs_node_list_find(live, g->primary) != NULL);
     gs_buf_puts(b, ",\"replicationGroupId\":");
     gs_buf_json_string(b, e->group_id, strlen(e->group_id));
     gs_buf_printf(b, ",\"role\":\"%s\",\"currentPrimary\":", primary ? "primary" : "replica");
-    put_primary(b, g, v->known);
+    if (primary_live)
+        put_primary(b, g, v->known);
+    else
+        gs_buf_puts(b, "null");
     gs_buf_printf(b, ",\"primaryTerm\":\"%lld\",\"readEndpoints\":[",
                   (long long)(v->known ? g->term : 0));
-    /* one entry per voter that is neither quarantined, draining nor repairing; endpoints come
-     * from the live sessions (one coordinator read, bounded by its call timeout) */
-    gs_node_list *ep = gs_calloc(1, sizeof *ep);
-    if (ep && v->known) {
-        gs_error err;
-        if (gs_group_read_node_list(e->auth_o.vt, e->auth_o.inst, e->auth_o.cluster_id, ep, &err) !=
-            GS_OK)
-            ep->n = 0;
-    }
+    /* one entry per voter that is neither quarantined, draining nor repairing and that has a
+     * live session (a node without one cannot be reached) */
     int first = 1;
     for (size_t i = 0; v->known && i < g->voters.n; i++) {
         const char *id = g->voters.id[i];
         if (gs_id_set_has(&g->faulted, id) || gs_id_set_has(&g->draining, id) ||
             gs_id_set_has(&g->repairing, id))
             continue;
-        const gs_node_record *rec = ep ? gs_node_list_find(ep, id) : NULL;
+        const gs_node_record *rec = have_live ? gs_node_list_find(live, id) : NULL;
+        if (have_live && !rec)
+            continue;
         const char *endpoint = rec ? rec->endpoint : "";
         if (!endpoint[0] && g->has_primary && strcmp(id, g->primary) == 0)
             endpoint = g->primary_endpoint;
@@ -819,8 +843,9 @@ void gs_repl_cluster_json(gs_repl_engine *e, const char *db_id, gs_buf *b)
         else
             gs_buf_puts(b, ",\"readConcerns\":[\"local\"]}");
     }
-    gs_free(ep);
+    gs_free(live);
+    /* spec 05: with no safe primary, currentPrimary is null and health is unavailable */
     gs_buf_printf(b, "],\"health\":\"%s\",\"healthReason\":\"%s\"}",
-                  !v->known || !g->has_primary ? "unavailable" : state, reason);
+                  !primary_live ? "unavailable" : state, reason);
     gs_free(v);
 }
