@@ -858,7 +858,8 @@ def main():
         for n in NODE_IDS:
             if cl.running(n):
                 code = cl.stop(n)
-                check(code == 0, "%s exits 0 on SIGTERM (got %s)" % (n, code))
+                check(code == 0, "%s exits 0 on SIGTERM (got %s); its log ends:\n%s" %
+                      (n, code, cl.log_tail(n, 3000) if code != 0 else ""))
     finally:
         MON.stop_ev.set()
         if cl:
