@@ -302,6 +302,7 @@ typedef struct opts {
     int64_t forward_deadline_ms;
     int64_t max_queue_bytes;
     const char *role; /* "primary" / "replica" (events.local_role) */
+    int64_t hello_timeout_ms;
 } opts;
 
 static gs_status try_create(int i, const char *id, const opts *o, gs_error *err)
@@ -339,6 +340,8 @@ static gs_status try_create(int i, const char *id, const opts *o, gs_error *err)
         set_int(cfg, "forward_deadline_ms", o->forward_deadline_ms);
     if (o->max_queue_bytes)
         set_int(cfg, "max_queue_bytes", o->max_queue_bytes);
+    if (o->hello_timeout_ms)
+        set_int(cfg, "hello_timeout_ms", o->hello_timeout_ms);
     set_int(cfg, "reconnect_min_ms", 50);
     set_int(cfg, "reconnect_max_ms", 400);
     memset(err, 0, sizeof *err);
@@ -871,7 +874,8 @@ Test(grpc_transport, descriptor_and_keys)
                            "reconnect_min_ms",
                            "reconnect_max_ms",
                            "max_queue_bytes",
-                           "max_message_bytes"};
+                           "max_message_bytes",
+                           "hello_timeout_ms"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         cr_assert_not_null(key(names[i]));
     cr_assert_str_eq(key("host")->default_value, "0.0.0.0");
@@ -879,6 +883,7 @@ Test(grpc_transport, descriptor_and_keys)
     cr_assert_str_eq(key("insecure")->default_value, "false");
     cr_assert_str_eq(key("reconnect_min_ms")->default_value, "100");
     cr_assert_str_eq(key("reconnect_max_ms")->default_value, "5000");
+    cr_assert_str_eq(key("hello_timeout_ms")->default_value, "10000");
 }
 
 Test(grpc_transport, bad_config_is_refused)
@@ -1333,5 +1338,145 @@ Test(grpc_transport, mutual_tls_good_wrong_cn_untrusted_ca)
     cr_assert_eq(get_int(&T.nodes[2].ups[0]), 0);
     cr_assert_eq(get_int(&T.nodes[3].ups[0]), 0);
     cr_assert_eq(get_int(&T.nodes[0].msgs[2]) + get_int(&T.nodes[0].msgs[3]), 0);
+    assert_no_leak();
+}
+
+/* A gRPC server that accepts every call and neither answers nor ends it: what the reference
+ * implementation's server does to a stream whose client certificate CN is not the Hello's
+ * node id (it destroys the stream object without sending a status). */
+typedef struct silent {
+    grpc_server *srv;
+    grpc_completion_queue *cq;
+    int port;
+    grpc_call *pending;
+    grpc_call_details details;
+    grpc_metadata_array md;
+    grpc_call *calls[32];
+    int ncalls;
+    int replicate_calls;
+} silent;
+
+#define SILENT_ACCEPT ((void *)1)
+#define SILENT_DOWN ((void *)2)
+
+static void silent_request(silent *s)
+{
+    s->pending = NULL;
+    grpc_call_details_init(&s->details);
+    grpc_metadata_array_init(&s->md);
+    cr_assert_eq(grpc_server_request_call(s->srv, &s->pending, &s->details, &s->md, s->cq, s->cq,
+                                          SILENT_ACCEPT),
+                 GRPC_CALL_OK);
+}
+
+static void silent_start(silent *s)
+{
+    memset(s, 0, sizeof *s);
+    grpc_init();
+    s->cq = grpc_completion_queue_create_for_next(NULL);
+    s->srv = grpc_server_create(NULL, NULL);
+    grpc_server_register_completion_queue(s->srv, s->cq, NULL);
+    grpc_server_credentials *c = grpc_insecure_server_credentials_create();
+    s->port = grpc_server_add_http2_port(s->srv, "127.0.0.1:0", c);
+    grpc_server_credentials_release(c);
+    cr_assert_gt(s->port, 0);
+    grpc_server_start(s->srv);
+    silent_request(s);
+}
+
+/* Accept calls (and do nothing with them) until n Replicate calls arrived; 0 after ms. */
+static int silent_serve(silent *s, int n, uint64_t ms)
+{
+    uint64_t end = now_ms() + ms;
+    while (s->replicate_calls < n) {
+        uint64_t now = now_ms();
+        if (now >= end)
+            return 0;
+        gpr_timespec d = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                      gpr_time_from_millis((int64_t)(end - now), GPR_TIMESPAN));
+        grpc_event ev = grpc_completion_queue_next(s->cq, d, NULL);
+        if (ev.type != GRPC_OP_COMPLETE || ev.tag != SILENT_ACCEPT)
+            continue;
+        if (ev.success && s->pending) {
+            if (grpc_slice_str_cmp(s->details.method,
+                                   "/sirannon.replication.v1.Replication/Replicate") == 0)
+                s->replicate_calls++;
+            cr_assert_lt(s->ncalls, 32);
+            s->calls[s->ncalls++] = s->pending;
+        }
+        grpc_call_details_destroy(&s->details);
+        grpc_metadata_array_destroy(&s->md);
+        silent_request(s);
+    }
+    return 1;
+}
+
+static void silent_stop(silent *s)
+{
+    grpc_server_shutdown_and_notify(s->srv, s->cq, SILENT_DOWN);
+    grpc_server_cancel_all_calls(s->srv);
+    int down = 0, accept_done = 0;
+    while (!down || !accept_done) {
+        grpc_event ev = grpc_completion_queue_next(
+            s->cq,
+            gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(WAIT_MS, GPR_TIMESPAN)),
+            NULL);
+        cr_assert_eq(ev.type, GRPC_OP_COMPLETE, "the silent server did not shut down");
+        if (ev.tag == SILENT_DOWN) {
+            down = 1;
+        } else if (ev.tag == SILENT_ACCEPT) {
+            if (ev.success && s->pending)
+                s->calls[s->ncalls < 32 ? s->ncalls++ : 31] = s->pending;
+            grpc_call_details_destroy(&s->details);
+            grpc_metadata_array_destroy(&s->md);
+            accept_done = 1;
+        }
+    }
+    for (int i = 0; i < s->ncalls; i++)
+        grpc_call_unref(s->calls[i]);
+    grpc_server_destroy(s->srv);
+    grpc_completion_queue_shutdown(s->cq);
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+    }
+    grpc_completion_queue_destroy(s->cq);
+    grpc_shutdown();
+}
+
+/* The last log line holding needle, copied into buf ("" when none). */
+static const char *last_log_with(const char *needle, char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    pthread_mutex_lock(&PT.lock);
+    for (size_t i = PT.log_count; i-- > 0;)
+        if (strstr(PT.logs[i], needle)) {
+            snprintf(buf, cap, "%s", PT.logs[i]);
+            break;
+        }
+    pthread_mutex_unlock(&PT.lock);
+    return buf;
+}
+
+Test(grpc_transport, a_server_that_never_answers_the_hello_is_dropped_and_dialled_again)
+{
+    silent s;
+    silent_start(&s);
+    opts ro = {.port = -1, .peer_id = "a", .peer_port = s.port, .hello_timeout_ms = 300};
+    make_node(1, "b", &ro);
+    cr_assert(silent_serve(&s, 1, WAIT_MS), "b never dialled the silent server");
+    /* Without a Hello deadline b waits on the first pair for good: no second dial. */
+    cr_assert(silent_serve(&s, 2, WAIT_MS), "b kept waiting on a server that never answers");
+    char line[512];
+    cr_assert(wait_log("no Hello answered ours within 300 ms"),
+              "the dropped link was not logged; "
+              "the last link line: %s",
+              last_log_with("node 'b'", line, sizeof line));
+    cr_assert(log_contains("node 'b': no link to a (127.0.0.1:"));
+    cr_assert_eq(get_int(&T.nodes[1].ups[MAX_NODES]), 0, "b took the silent server for a peer");
+    stop_node(1);
+    destroy_node(1);
+    silent_stop(&s);
     assert_no_leak();
 }

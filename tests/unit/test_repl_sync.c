@@ -183,6 +183,8 @@ typedef struct inbox {
     pthread_cond_t c;
     gs_sync_message msgs[64];
     int n;
+    int batches;            /* ReplicationMessage batches received */
+    int64_t first_from_seq; /* fromSeq of the first of them */
 } inbox;
 
 static void inbox_message(void *user, const char *from, gs_repl_msg_type type, uint64_t call_id,
@@ -190,6 +192,20 @@ static void inbox_message(void *user, const char *from, gs_repl_msg_type type, u
 {
     (void)from, (void)call_id;
     inbox *in = user;
+    if (type == GS_REPL_MSG_REPLICATION) {
+        gs_repl_message rm;
+        gs_error rerr;
+        gs_error_init(&rerr);
+        if (gs_repl_message_decode(bytes, len, &rm, &rerr) != GS_OK)
+            return;
+        pthread_mutex_lock(&in->m);
+        if (rm.kind == GS_RMSG_BATCH && in->batches++ == 0)
+            in->first_from_seq = rm.batch.from_seq;
+        pthread_cond_broadcast(&in->c);
+        pthread_mutex_unlock(&in->m);
+        gs_repl_message_free(&rm);
+        return;
+    }
     if (type != GS_REPL_MSG_SYNC)
         return;
     gs_sync_message m;
@@ -403,6 +419,124 @@ Test(repl_sync, a_manifest_mismatch_wipes_the_synced_tables_and_starts_again)
     tnode_close(&b);
     tv->stop(a.tinst);
     tnode_stop(&a);
+    pthread_mutex_lock(&in.m);
+    for (int k = 0; k < in.n; k++)
+        gs_sync_message_free(&in.msgs[k]);
+    pthread_mutex_unlock(&in.m);
+}
+
+/* ---- a joiner that reports no position after its sync (as a reference replica does) ---- */
+
+static void joiner_send(tnode *r, const gs_sync_message *m)
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    gs_error err;
+    gs_error_init(&err);
+    cr_assert_eq(gs_sync_message_encode(m, &bytes, &len, &err), GS_OK);
+    cr_assert_eq(((const gs_repl_transport_vtable *)r->tp->desc->vtable)
+                     ->send(r->tinst, "node-a", GS_REPL_MSG_SYNC, 0, bytes, len, &err),
+                 GS_OK, "%s", err.message);
+    gs_free(bytes);
+}
+
+/* The i-th sync message the joiner received (waits, bounded). */
+static gs_sync_message *joiner_next(inbox *in, int i)
+{
+    struct timespec ts = gs_test_realtime_in(20000);
+    pthread_mutex_lock(&in->m);
+    while (in->n <= i)
+        if (pthread_cond_timedwait(&in->c, &in->m, &ts) != 0)
+            break;
+    gs_sync_message *m = in->n > i ? &in->msgs[i] : NULL;
+    pthread_mutex_unlock(&in->m);
+    cr_assert_not_null(m, "sync message %d never arrived", i);
+    return m;
+}
+
+Test(repl_sync, a_joiner_that_reports_no_position_after_its_sync_is_streamed_the_rest)
+{
+    /* Spec 03 First Sync: the joiner goes on from snapshotSeq. A reference-implementation
+     * replica reports its applied position only when it connects, never after the sync, so
+     * the primary must stream what follows the snapshot without waiting for a report. */
+    tnode a, b;
+    tnode_open(&a, dir, "node-a");
+    gs_repl_options o;
+    gs_repl_options_default(&o);
+    o.batch_interval_ms = 20;
+    tnode_start(&a, "primary", A_PEERS, 1, "bus: quiet\npeers: [node-b]\n", &o);
+    exec_ok(a.db, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+    exec_ok(a.db, "INSERT INTO t VALUES (1, 'one'), (2, 'two')");
+
+    /* node-b: a bare memory-transport endpoint driven by hand */
+    memset(&b, 0, sizeof b);
+    snprintf(b.id, sizeof b.id, "node-b");
+    gs_error err;
+    gs_error_init(&err);
+    const char *yaml = "bus: quiet\npeers: [node-a]\n";
+    cr_assert_eq(gs_plugin_load_builtin("memory", "memory", GS_KIND_REPL_TRANSPORT, &b.tp, &err),
+                 GS_OK);
+    cr_assert_eq(gs_cfg_load_string(yaml, strlen(yaml), "b.yaml", &b.tdoc, &err), GS_OK);
+    const gs_plugin_descriptor *d = b.tp->desc;
+    b.tcfg = gs_calloc(1, d->config_struct_size);
+    cr_assert_eq(gs_cfg_fill(b.tdoc, b.tdoc->root, "m", d->config_keys, d->config_key_count,
+                             d->config_key_size, b.tcfg, &b.tarena, &err),
+                 GS_OK);
+    const gs_repl_transport_vtable *tv = d->vtable;
+    cr_assert_eq(tv->create(&h_host, b.tcfg, "node-b", &b.tinst, &err), GS_OK);
+    inbox in;
+    memset(&in, 0, sizeof in);
+    pthread_mutex_init(&in.m, NULL);
+    pthread_cond_init(&in.c, NULL);
+    gs_repl_events ev = {
+        .struct_size = sizeof ev, .user = &in, .on_message = inbox_message, .on_peer = inbox_peer};
+    cr_assert_eq(tv->start(b.tinst, &ev, &err), GS_OK);
+
+    gs_sync_message m;
+    memset(&m, 0, sizeof m);
+    m.kind = GS_SMSG_REQUEST;
+    m.request.request_id = "req-quiet-1";
+    m.request.joiner_node_id = "node-b";
+    m.request.supports_stream_verification = 1;
+    joiner_send(&b, &m);
+    int64_t snapshot = -1;
+    for (int i = 0; snapshot < 0; i++) {
+        gs_sync_message *got = joiner_next(&in, i);
+        if (got->kind == GS_SMSG_COMPLETE) {
+            snapshot = got->complete.snapshot_seq;
+            break;
+        }
+        cr_assert_eq(got->kind, GS_SMSG_BATCH, "unexpected sync message kind %d", got->kind);
+        memset(&m, 0, sizeof m);
+        m.kind = GS_SMSG_ACK;
+        m.ack.request_id = "req-quiet-1";
+        m.ack.joiner_node_id = "node-b";
+        m.ack.table = got->batch.table;
+        m.ack.batch_index = got->batch.batch_index;
+        m.ack.success = 1;
+        joiner_send(&b, &m);
+    }
+    cr_assert_geq(snapshot, 2, "the snapshot holds the table and its rows");
+
+    /* No position report from node-b; a write after the snapshot must reach it anyway. */
+    exec_ok(a.db, "INSERT INTO t VALUES (3, 'after the snapshot')");
+    struct timespec ts = gs_test_realtime_in(10000);
+    pthread_mutex_lock(&in.m);
+    while (in.batches == 0)
+        if (pthread_cond_timedwait(&in.c, &in.m, &ts) != 0)
+            break;
+    int batches = in.batches;
+    int64_t from = in.first_from_seq;
+    pthread_mutex_unlock(&in.m);
+    cr_assert_gt(batches, 0,
+                 "the primary never streamed past the snapshot to a joiner that "
+                 "reported no position");
+    cr_assert_eq(from, snapshot + 1, "the stream resumes right after snapshotSeq %lld",
+                 (long long)snapshot);
+
+    tnode_close(&a);
+    tv->stop(b.tinst);
+    tnode_stop(&b);
     pthread_mutex_lock(&in.m);
     for (int k = 0; k < in.n; k++)
         gs_sync_message_free(&in.msgs[k]);

@@ -4,9 +4,13 @@
  * our Hello. The server's Hello on Replicate must carry the node id the config lists for that
  * address (and, with client certificates verified, the id must be its certificate's CN); then
  * the peer is up. When either stream ends, both are ended and the pair is dialled again after
- * a backoff that doubles from reconnect_min_ms to reconnect_max_ms (reset by a Hello). Forward
- * is a unary call with forward_deadline_ms as its deadline; a failed call is answered to the
- * core as a ForwardResponse whose error says why, so a waiting write fails at once.
+ * a backoff that doubles from reconnect_min_ms to reconnect_max_ms (reset by a Hello). A pair
+ * whose server answers neither Hello within hello_timeout_ms is ended the same way: the
+ * reference implementation's server refuses a client certificate whose CN is not the Hello's
+ * node id by dropping the stream without a status, which would leave this node waiting on it
+ * for good, with nothing logged. Forward is a unary call with forward_deadline_ms as its
+ * deadline; a failed call is answered to the core as a ForwardResponse whose error says why,
+ * so a waiting write fails at once.
  *
  * Threads: gs_gc_client_start from start() (mu held); dials and events on the
  * completion-queue thread; gs_gc_client_forward from send() threads. mu held throughout.
@@ -114,7 +118,9 @@ static void dial(gc_inst *t, gc_peer *p, gc_outbox *ob)
         return;
     gc_call *r = open_stream(t, p, GC_CLI_REPLICATE);
     gc_call *s = r && !r->finished ? open_stream(t, p, GC_CLI_SYNC) : NULL;
+    p->hello_due = gs_gc_now_ms() + t->hello_timeout_ms;
     if (!r || r->finished || !s || s->finished) {
+        p->hello_due = 0;
         t->host->log(t->host, GS_LOG_ERROR, GC_COMPONENT,
                      "node '%s': cannot open the streams to %s (%s)", t->node_id, p->id,
                      p->address);
@@ -134,18 +140,47 @@ static void dial(gc_inst *t, gc_peer *p, gc_outbox *ob)
     }
 }
 
+/* The server neither answered our Hello nor ended the stream within hello_timeout_ms: end the
+ * pair and dial again after the backoff, saying so. */
+static void hello_overdue(gc_inst *t, gc_peer *p, gc_outbox *ob)
+{
+    p->hello_due = 0;
+    gc_call *c = p->cli_repl && !p->cli_repl->hello_in   ? p->cli_repl
+                 : p->cli_sync && !p->cli_sync->hello_in ? p->cli_sync
+                                                         : NULL;
+    if (!c)
+        return;
+    uint64_t now = gs_gc_now_ms();
+    if (!p->last_fail_log_ms || now - p->last_fail_log_ms >= GC_FAIL_LOG_EVERY_MS) {
+        p->last_fail_log_ms = now;
+        t->host->log(t->host, p->fail_streak ? GS_LOG_WARN : GS_LOG_INFO, GC_COMPONENT,
+                     "node '%s': no link to %s (%s): no Hello answered ours within %llu ms and the "
+                     "stream was not ended (a server that refuses this node's identity may do "
+                     "that: check that this node's certificate CN is its node id '%s'); "
+                     "retrying with backoff",
+                     t->node_id, p->id, p->address, (unsigned long long)t->hello_timeout_ms,
+                     t->node_id);
+    }
+    p->fail_streak++;
+    gs_gc_call_end(c, GRPC_STATUS_DEADLINE_EXCEEDED, "no Hello from the server", ob);
+}
+
 uint64_t gs_gc_client_dial_due(gc_inst *t, uint64_t now, gc_outbox *ob)
 {
     uint64_t next = 0;
     if (t->state != GC_RUNNING)
         return 0;
     for (gc_peer *p = t->peers; p; p = p->next) {
-        if (!p->configured || !p->redial_at)
+        if (!p->configured)
             continue;
-        if (now >= p->redial_at)
+        if (p->hello_due && now >= p->hello_due)
+            hello_overdue(t, p, ob);
+        if (p->redial_at && now >= p->redial_at)
             dial(t, p, ob);
         if (p->redial_at && (!next || p->redial_at < next))
             next = p->redial_at;
+        if (p->hello_due && (!next || p->hello_due < next))
+            next = p->hello_due;
     }
     return next;
 }
@@ -217,6 +252,8 @@ static void stream_hello(gc_inst *t, gc_call *c, const uint8_t *bytes, size_t le
     }
     c->hello_in = 1;
     c->live = 1;
+    if (p->cli_repl && p->cli_repl->hello_in && p->cli_sync && p->cli_sync->hello_in)
+        p->hello_due = 0;
     if (!sync) {
         p->backoff_ms = t->reconnect_min_ms;
         p->fail_streak = 0;

@@ -99,6 +99,9 @@ static const gs_config_key gc_keys[] = {
                "client keepalive ping interval on an idle link (0 = off)"),
     GC_INT_KEY("keepalive_timeout_ms", "10000", keepalive_timeout_ms, 1, GC_DAY_MS,
                "a keepalive ping unanswered this long drops the link"),
+    GC_INT_KEY("hello_timeout_ms", "10000", hello_timeout_ms, 1, GC_DAY_MS,
+               "a dialled server that answers neither Hello within this long (nor ends the "
+               "streams) is dropped and dialled again"),
 };
 
 #define GC_KEY_COUNT (sizeof gc_keys / sizeof gc_keys[0])
@@ -115,6 +118,7 @@ static void config_defaults(gc_config *cfg)
     cfg->max_message_bytes = 67108864;
     cfg->keepalive_ms = 20000;
     cfg->keepalive_timeout_ms = 10000;
+    cfg->hello_timeout_ms = 10000;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -210,11 +214,11 @@ static gs_status check_config(const gs_host *host, const gc_config *cfg, const c
                        cfg->reconnect_min_ms, cfg->reconnect_max_ms);
     if (cfg->forward_deadline_ms < 1 || cfg->max_queue_bytes < 1 || cfg->max_message_bytes < 1 ||
         cfg->max_message_bytes > GC_MAX_MESSAGE || cfg->keepalive_ms < 0 ||
-        cfg->keepalive_timeout_ms < 1)
+        cfg->keepalive_timeout_ms < 1 || cfg->hello_timeout_ms < 1)
         return GC_FAIL(t, err, "INVALID_CONFIG",
                        "grpc transport: forward_deadline_ms, max_queue_bytes, "
-                       "max_message_bytes (<= 1 GiB) and keepalive_timeout_ms must be positive, "
-                       "keepalive_ms >= 0");
+                       "max_message_bytes (<= 1 GiB), keepalive_timeout_ms and hello_timeout_ms "
+                       "must be positive, keepalive_ms >= 0");
     if (!cfg->insecure && (!cfg->tls_cert || !cfg->tls_key))
         return GC_FAIL(t, err, "INVALID_CONFIG",
                        "grpc transport: TLS is on by default and needs tls_cert and tls_key "
@@ -304,6 +308,7 @@ static gs_status gc_create(const gs_host *host, const void *config, const char *
     t->max_message_bytes = (uint64_t)cfg->max_message_bytes;
     t->keepalive_ms = cfg->keepalive_ms;
     t->keepalive_timeout_ms = cfg->keepalive_timeout_ms;
+    t->hello_timeout_ms = (uint64_t)cfg->hello_timeout_ms;
     int ok = (t->node_id = gs_gc_strdup(host, local_node_id)) &&
              (t->bind_host = gs_gc_strdup(host, cfg->host));
     if (ok && !t->insecure) {

@@ -77,6 +77,7 @@ typedef struct gc_config {
     int64_t max_message_bytes;
     int64_t keepalive_ms;
     int64_t keepalive_timeout_ms;
+    int64_t hello_timeout_ms;
 } gc_config;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -172,7 +173,9 @@ typedef struct gc_peer {
     uint64_t backoff_ms;
     uint64_t redial_at; /**< monotonic ms of the next dial; 0 = none scheduled */
     uint64_t last_fail_log_ms;
-    int fail_streak; /**< consecutive dials that never got a Hello */
+    int fail_streak;    /**< consecutive dials that never got a Hello */
+    uint64_t hello_due; /**< monotonic ms by which the dialled pair must hold the server's
+                           Hellos (0 = none pending): hello_timeout_ms after the dial */
     /* Streams this peer opened to our server. */
     gc_call *srv_repl, *srv_sync;
     int reported_up; /**< the core was told on_peer(id, 1) last */
@@ -216,6 +219,7 @@ typedef struct gc_inst {
     uint64_t reconnect_min_ms, reconnect_max_ms;
     uint64_t max_queue_bytes, max_message_bytes;
     int64_t keepalive_ms, keepalive_timeout_ms;
+    uint64_t hello_timeout_ms;
     char *cert_path, *key_path, *ca_path;
     char *cert_pem, *key_pem, *ca_pem; /**< NUL-terminated file contents (host alloc) */
 

@@ -1247,6 +1247,24 @@ static void *source_main(void *arg)
         done.request_id = NULL;
     }
 out:
+    if (!why[0] && !e->auth) {
+        /* The joiner goes on from snapshotSeq (spec 03 First Sync, step 5) and need not report
+         * that position: a reference-implementation joiner reports one only on connecting, so
+         * waiting for it would never stream the catch-up. A report that came first wins. */
+        pthread_mutex_lock(&e->mu);
+        gs_peer *p = gs_repl_peer_find(e, s->joiner);
+        if (p && p->connected && !p->positioned && !p->is_primary) {
+            p->last_sent_seq = snapshot;
+            if (p->last_acked_seq < snapshot) /* it holds the snapshot (verified by manifests) */
+                p->last_acked_seq = snapshot;
+            p->ninflight = 0;
+            p->positioned = 1;
+            p->has_position = 1; /* retention holds the log from its last ack */
+            e->timer_wake = 1;
+            pthread_cond_signal(&e->timer_cond);
+        }
+        pthread_mutex_unlock(&e->mu);
+    }
     if (why[0]) {
         gs_error_set(&err, 0, "SYNC_ERROR", "serving the first sync of %s stopped: %s", s->joiner,
                      why);
