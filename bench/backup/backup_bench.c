@@ -13,7 +13,7 @@
  *
  *   backup_bench run --port P [--host H] [--db ID] [--rate R] [--conns C] [--baseline S]
  *                    [--tail S] [--write-bytes B] [--max-backup S] [--wait-idle S]
- *                    --samples FILE --result FILE [--timeline FILE]
+ *                    [--server-pid PID] --samples FILE --result FILE [--timeline FILE]
  *       Waits for the database's backup cycle to be idle (its first turn, a full copy, runs
  *       when the server opens the database), then runs an OPEN-LOOP load: write i is due at
  *       start + i/R, whether or not earlier writes have been answered, and goes out on the
@@ -27,6 +27,11 @@
  *       Every write is "INSERT INTO items (id, v, sent_ms) VALUES (2^40 + i, <B bytes>,
  *       <send time, epoch ms>)". --samples gets one line per write (for check); --result
  *       gets the figures as shell assignments.
+ *       --server-pid adds where the CPU went in each window, from /proc: how many cores the
+ *       machine, the server's serving threads, its backup threads (named gs-backup*), this
+ *       tool and everything else kept busy, and how long, per second, the serving threads,
+ *       the backup threads and this tool waited on a run queue for a CPU (schedstat). On a
+ *       shared machine this separates a stall the backup causes from one other work causes.
  *
  *   backup_bench check --restored PATH --samples FILE --seed-rows N --copy-start MS
  *                      --copy-end MS
@@ -45,6 +50,7 @@
 #include "base/sha256.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -116,7 +122,7 @@ static void *xcalloc(size_t n, size_t size)
 
 typedef struct opts {
     const char *host, *db_id, *db_path, *samples, *result, *timeline, *restored, *a, *b;
-    int port, rate, conns, row_bytes, write_bytes, cold;
+    int port, rate, conns, row_bytes, write_bytes, cold, server_pid;
     double baseline_s, tail_s, max_backup_s, wait_idle_s, mb;
     int64_t seed_rows, copy_start, copy_end;
 } opts;
@@ -126,8 +132,8 @@ static void usage(void)
     fprintf(stderr, "usage: backup_bench create --db PATH --mb N [--row-bytes B] [--cold]\n"
                     "       backup_bench run --port P [--host H] [--db ID] [--rate R] [--conns C]\n"
                     "                        [--baseline S] [--tail S] [--write-bytes B]\n"
-                    "                        [--max-backup S] [--wait-idle S] --samples FILE\n"
-                    "                        --result FILE [--timeline FILE]\n"
+                    "                        [--max-backup S] [--wait-idle S] [--server-pid PID]\n"
+                    "                        --samples FILE --result FILE [--timeline FILE]\n"
                     "       backup_bench check --restored PATH --samples FILE --seed-rows N\n"
                     "                          --copy-start MS --copy-end MS\n"
                     "       backup_bench compare --a PATH --b PATH\n"
@@ -186,6 +192,8 @@ static void parse(opts *o, int argc, char **argv)
             o->b = v;
         else if (strcmp(k, "--port") == 0)
             o->port = (int)num_arg(k, v);
+        else if (strcmp(k, "--server-pid") == 0)
+            o->server_pid = (int)num_arg(k, v);
         else if (strcmp(k, "--rate") == 0)
             o->rate = (int)num_arg(k, v);
         else if (strcmp(k, "--conns") == 0)
@@ -629,8 +637,9 @@ static void print_stats(const char *name, double secs, stats st)
 /* ---- run ---- */
 
 typedef struct cycle_view {
-    int ok;      /* the status answered */
-    int running; /* a turn is under way */
+    int ok;         /* the status answered */
+    int running;    /* a turn is under way */
+    char phase[16]; /* of the turn under way: "copy" or "transfer" ("" when none) */
     char run_id[64];
     char kind[16];
     int64_t started_at, finished_at, copy_ms, transfer_ms, pages, page_size, bytes, restarts;
@@ -667,6 +676,9 @@ static cycle_view cycle_status(const opts *o)
         return v;
     v.ok = 1;
     v.running = json_is_true(json_object_get(j, "running"));
+    json_t *pr = json_object_get(j, "progress");
+    if (json_is_object(pr))
+        jstr(pr, "phase", v.phase, sizeof v.phase);
     json_t *r = json_object_get(j, "lastRun");
     if (json_is_object(r)) {
         jstr(r, "runId", v.run_id, sizeof v.run_id);
@@ -690,13 +702,131 @@ static cycle_view cycle_status(const opts *o)
     return v;
 }
 
+/* ---- where the CPU went (run --server-pid) ---- */
+
+/* Cumulative counters at one moment. Threads that end between two moments take their counts
+ * with them (the server's serving and backup threads live as long as the database). */
+typedef struct cpu_snap {
+    int ok;
+    double busy_s, all_s; /* /proc/stat, summed over every CPU */
+    double run_s[3];      /* on a CPU: [0] serving threads, [1] backup threads, [2] this tool */
+    double wait_s[3];     /* runnable but waiting for a CPU, same split */
+} cpu_snap;
+
+static int read_machine(double *busy, double *all)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return 0;
+    unsigned long long v[8] = {0}; /* user nice system idle iowait irq softirq steal */
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    long hz = sysconf(_SC_CLK_TCK);
+    if (n < 7 || hz <= 0)
+        return 0;
+    double b = (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]);
+    *busy = b / (double)hz;
+    *all = (b + (double)(v[3] + v[4])) / (double)hz;
+    return 1;
+}
+
+/* Add every thread of pid (0: this process) to run/wait: index `self` for this process, else
+ * 1 for the server's threads named gs-backup* and 0 for the rest. */
+static int read_tasks(int pid, int self, double *run, double *wait)
+{
+    char dir[64];
+    if (pid)
+        snprintf(dir, sizeof dir, "/proc/%d/task", pid);
+    else
+        snprintf(dir, sizeof dir, "/proc/self/task");
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char p[384], comm[64] = "";
+        snprintf(p, sizeof p, "%s/%s/comm", dir, e->d_name);
+        FILE *f = fopen(p, "r");
+        if (!f)
+            continue; /* ended meanwhile */
+        if (!fgets(comm, sizeof comm, f))
+            comm[0] = 0;
+        fclose(f);
+        snprintf(p, sizeof p, "%s/%s/schedstat", dir, e->d_name);
+        f = fopen(p, "r");
+        if (!f)
+            continue;
+        unsigned long long run_ns = 0, wait_ns = 0;
+        int n = fscanf(f, "%llu %llu", &run_ns, &wait_ns);
+        fclose(f);
+        if (n != 2)
+            continue;
+        int k = self >= 0 ? self : strncmp(comm, "gs-backup", 9) == 0;
+        run[k] += (double)run_ns / 1e9;
+        wait[k] += (double)wait_ns / 1e9;
+    }
+    closedir(d);
+    return 1;
+}
+
+static cpu_snap cpu_now(const opts *o)
+{
+    cpu_snap c;
+    memset(&c, 0, sizeof c);
+    if (!o->server_pid)
+        return c;
+    c.ok = read_machine(&c.busy_s, &c.all_s) && read_tasks(o->server_pid, -1, c.run_s, c.wait_s) &&
+           read_tasks(0, 2, c.run_s, c.wait_s);
+    return c;
+}
+
+static void print_cpu_header(void)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    printf("where the CPU went (%ld CPUs; cores kept busy on average, then ms per second spent "
+           "runnable but waiting for a CPU):\n",
+           ncpu);
+    printf("  %-22s %7s %7s %7s %7s %7s | %7s %7s %7s\n", "window", "machine", "serving", "backup",
+           "tool", "rest", "serving", "backup", "tool");
+}
+
+static void print_cpu(const char *name, const cpu_snap *a, const cpu_snap *b, double *rest_out)
+{
+    if (!a->ok || !b->ok || b->all_s <= a->all_s) {
+        printf("  %-22s (not measured)\n", name);
+        return;
+    }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    double wall = (b->all_s - a->all_s) / (double)(ncpu > 0 ? ncpu : 1); /* seconds */
+    double busy = (b->busy_s - a->busy_s) / wall;
+    double r[3], w[3];
+    for (int k = 0; k < 3; k++) {
+        r[k] = (b->run_s[k] - a->run_s[k]) / wall;
+        w[k] = (b->wait_s[k] - a->wait_s[k]) / wall * 1000.0;
+    }
+    double rest = busy - r[0] - r[1] - r[2];
+    if (rest < 0)
+        rest = 0; /* the two clocks tick differently; a few hundredths either way */
+    if (rest_out)
+        *rest_out = rest;
+    printf("  %-22s %7.2f %7.2f %7.2f %7.2f %7.2f | %7.0f %7.0f %7.0f\n", name, busy, r[0], r[1],
+           r[2], rest, w[0], w[1], w[2]);
+}
+
 /* Wait until no turn runs and one has been recorded since `since` (epoch ms); 1 done,
- * 0 an error was recorded instead (its code in *v), -1 timed out. */
-static int wait_turn(const opts *o, int64_t since, double limit_s, cycle_view *v)
+ * 0 an error was recorded instead (its code in *v), -1 timed out. When the turn is first seen
+ * in its transfer phase, *at_transfer (when given) takes a CPU snapshot. */
+static int wait_turn(const opts *o, int64_t since, double limit_s, cycle_view *v,
+                     cpu_snap *at_transfer)
 {
     int64_t until = mono_ns() + (int64_t)(limit_s * 1e9);
     while (mono_ns() < until) {
         *v = cycle_status(o);
+        if (at_transfer && !at_transfer->ok && v->running && strcmp(v->phase, "transfer") == 0)
+            *at_transfer = cpu_now(o);
         if (v->ok && v->error_code[0] && v->error_at >= since && !v->running)
             return 0;
         if (v->ok && !v->running && v->run_id[0] && v->finished_at >= since)
@@ -751,7 +881,7 @@ static int mode_run(const opts *o)
     /* 1. the first turn (a full copy, started when the server opened the database) */
     cycle_view v;
     int64_t t_idle = mono_ns();
-    int w = wait_turn(o, 0, o->wait_idle_s, &v);
+    int w = wait_turn(o, 0, o->wait_idle_s, &v, NULL);
     if (w < 0)
         fail("the backup cycle did not go idle within %.0f s", o->wait_idle_s);
     if (w == 0 && !v.run_id[0])
@@ -789,7 +919,16 @@ static int mode_run(const opts *o)
         fail("cannot start the load thread");
 
     /* 3. baseline, then the backup turn */
-    sleep_ms((int64_t)(o->baseline_s * 1000) + 20);
+    int64_t warm = l.start_ns + 1000000000; /* the first second warms connections and caches */
+    int64_t base_end = l.start_ns + (int64_t)(o->baseline_s * 1e9);
+    int64_t to_warm_ms = (warm - mono_ns()) / 1000000;
+    if (base_end > warm && to_warm_ms > 0)
+        sleep_ms(to_warm_ms);
+    cpu_snap cpu_warm = cpu_now(o);
+    int64_t left_ms = (base_end - mono_ns()) / 1000000;
+    if (left_ms > 0)
+        sleep_ms(left_ms);
+    cpu_snap cpu_trigger = cpu_now(o);
     int64_t trigger_ns = mono_ns();
     int64_t trigger_ms = epoch_ms();
     char path[256], *body = NULL;
@@ -798,7 +937,10 @@ static int mode_run(const opts *o)
     if (st != 202)
         fail("POST %s answered %d: %s", path, st, body ? body : "(no answer)");
     free(body);
-    w = wait_turn(o, trigger_ms, o->max_backup_s, &v);
+    cpu_snap cpu_transfer;
+    memset(&cpu_transfer, 0, sizeof cpu_transfer);
+    w = wait_turn(o, trigger_ms, o->max_backup_s, &v, &cpu_transfer);
+    cpu_snap cpu_done = cpu_now(o);
     int64_t seen_ns = mono_ns();
     int backup_ok = w == 1 && strcmp(v.run_id, first_run) != 0;
 
@@ -819,7 +961,6 @@ static int mode_run(const opts *o)
         copy_to = (v.started_at + v.copy_ms) * 1000000 - l.epoch_off;
         fin = v.finished_at * 1000000 - l.epoch_off;
     }
-    int64_t warm = l.start_ns + 1000000000; /* the first second warms connections and caches */
     stats base = window(&l, warm, trigger_ns);
     stats during = window(&l, trigger_ns, fin > seen_ns ? fin : seen_ns);
     stats copy = window(&l, copy_from, copy_to);
@@ -851,6 +992,18 @@ static int mode_run(const opts *o)
         print_stats("  transfer phase", (double)(fin - copy_to) / 1e9, xfer);
     }
     print_stats("after", (double)(stop_ns - fin) / 1e9, tail);
+    double rest_base = -1, rest_backup = -1;
+    if (o->server_pid) {
+        print_cpu_header();
+        print_cpu("baseline (no backup)", &cpu_warm, &cpu_trigger, &rest_base);
+        print_cpu("backup (trigger..done)", &cpu_trigger, &cpu_done, &rest_backup);
+        if (cpu_transfer.ok) {
+            print_cpu("  copy phase", &cpu_trigger, &cpu_transfer, NULL);
+            print_cpu("  transfer phase", &cpu_transfer, &cpu_done, NULL);
+        }
+        printf("  (\"rest\" is every other process and kernel thread on the machine; phases split "
+               "where the tool first saw the transfer, within about 50 ms)\n");
+    }
 
     write_samples(&l, o->samples);
     if (o->timeline)
@@ -863,13 +1016,14 @@ static int mode_run(const opts *o)
             "COPY_MS=%lld\nTRANSFER_MS=%lld\nBACKUP_MS=%lld\nPAGES=%lld\nBYTES=%lld\n"
             "RESTARTS=%lld\nWRITES=%lld\nFAILED=%lld\nBASE_P50=%.2f\nBASE_P99=%.2f\n"
             "BASE_MAX=%.2f\nBASE_OVER=%lld\nBK_P50=%.2f\nBK_P99=%.2f\nBK_MAX=%.2f\n"
-            "BK_OVER=%lld\nCOPY_P99=%.2f\nCOPY_MAX=%.2f\nXFER_P99=%.2f\nXFER_MAX=%.2f\n",
+            "BK_OVER=%lld\nCOPY_P99=%.2f\nCOPY_MAX=%.2f\nXFER_P99=%.2f\nXFER_MAX=%.2f\n"
+            "REST_BASE=%.2f\nREST_BACKUP=%.2f\n",
             backup_ok, v.run_id, (long long)v.started_at, (long long)(v.started_at + v.copy_ms),
             (long long)v.finished_at, (long long)v.copy_ms, (long long)v.transfer_ms,
             (long long)(v.finished_at - v.started_at), (long long)v.pages, (long long)v.bytes,
             (long long)v.restarts, (long long)all.sent, (long long)all.errors, base.p50, base.p99,
             base.max, (long long)base.over, during.p50, during.p99, during.max,
-            (long long)during.over, copy.p99, copy.max, xfer.p99, xfer.max);
+            (long long)during.over, copy.p99, copy.max, xfer.p99, xfer.max, rest_base, rest_backup);
     fclose(f);
     free(l.s);
     free(l.c);

@@ -110,7 +110,7 @@ curl -sf "http://127.0.0.1:$port/health" >/dev/null || { echo "the server did no
 
 status=0
 "$tool" run --port "$port" --rate "$rate" --conns "$conns" --baseline "$baseline" \
-    --tail "$tail" --samples "$tmp/samples.txt" --result "$tmp/result.sh" \
+    --tail "$tail" --server-pid "$pid" --samples "$tmp/samples.txt" --result "$tmp/result.sh" \
     --timeline "$tmp/timeline.txt" || status=1
 # shellcheck disable=SC1091
 . "$tmp/result.sh"

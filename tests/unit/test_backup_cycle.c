@@ -10,20 +10,25 @@
 #include "db/backup_cycle.h"
 #include "db/backup_dest.h"
 #include "db/backup_restore.h"
+#include "db/backup_priority.h"
 #include "db/backup_wal.h"
+#include "db/cdc_internal.h"
 #include "db/database.h"
 #include "plugin/loader.h"
 #include "test_support.h"
 
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,7 +55,17 @@ static struct {
     atomic_int refuse_writes; /* write_piece fails while set */
     atomic_int delay_ms;      /* every call sleeps this long first */
     atomic_int writes;
+    /* the scheduling of the thread that made the latest write and read (INT_MIN: none yet) */
+    atomic_int write_nice, write_policy, read_nice, read_policy;
 } MD = {.m = PTHREAD_MUTEX_INITIALIZER};
+
+/* The calling thread's nice value (INT_MIN when unreadable). */
+static int thread_nice(void)
+{
+    errno = 0;
+    int n = getpriority(PRIO_PROCESS, (id_t)gettid());
+    return n == -1 && errno != 0 ? INT_MIN : n;
+}
 
 static void md_sleep(void)
 {
@@ -73,6 +88,8 @@ static gs_status md_store(const char *name, uint64_t index, const uint8_t *bytes
                           int only_new, int *stored, gs_error *err)
 {
     md_sleep();
+    atomic_store(&MD.write_nice, thread_nice());
+    atomic_store(&MD.write_policy, sched_getscheduler(0));
     if (atomic_load(&MD.refuse_writes))
         return gs_error_set(err, 0, "TEST_REFUSED", "the test destination refuses writes");
     uint8_t *copy = gs_malloc(len ? len : 1);
@@ -123,6 +140,8 @@ static gs_status md_read(void *inst, const char *name, uint64_t index, uint8_t *
     (void)inst;
     (void)err;
     md_sleep();
+    atomic_store(&MD.read_nice, thread_nice());
+    atomic_store(&MD.read_policy, sched_getscheduler(0));
     pthread_mutex_lock(&MD.m);
     mpiece *p = md_find(name, index);
     if (!p) {
@@ -194,6 +213,10 @@ static void md_reset(void)
     atomic_store(&MD.refuse_writes, 0);
     atomic_store(&MD.delay_ms, 0);
     atomic_store(&MD.writes, 0);
+    atomic_store(&MD.write_nice, INT_MIN);
+    atomic_store(&MD.write_policy, INT_MIN);
+    atomic_store(&MD.read_nice, INT_MIN);
+    atomic_store(&MD.read_policy, INT_MIN);
 }
 
 static void md_flip(const char *name, uint64_t index)
@@ -900,6 +923,134 @@ Test(backup_cycle, databases_without_a_log_are_refused)
     cr_assert_eq(gs_db_open("m", dbpath, &o, &db, &err), GS_OK);
     cr_assert_null(gs_db_backup_cycle(db));
     gs_db_free(db);
+}
+
+/* ---- CPU priority ---- */
+
+static int background_nice(int base)
+{
+    return base + GS_BACKUP_NICE_STEP > 19 ? 19 : base + GS_BACKUP_NICE_STEP;
+}
+
+/* The nice value and policy of this process's thread named `name` (0: no such thread). Fields
+ * 19 and 41 of /proc/<pid>/task/<tid>/stat, counted from 1; the name in field 2 may hold
+ * spaces, so counting starts after its closing parenthesis. */
+static int named_thread_sched(const char *name, int *nice, int *policy)
+{
+    DIR *d = opendir("/proc/self/task");
+    cr_assert_not_null(d);
+    int found = 0;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char p[300], comm[64] = "", stat[1024] = "";
+        snprintf(p, sizeof p, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(p, "r");
+        if (!f)
+            continue; /* the thread ended meanwhile */
+        int ok = fgets(comm, sizeof comm, f) != NULL;
+        fclose(f);
+        comm[strcspn(comm, "\n")] = 0;
+        if (!ok || strcmp(comm, name) != 0)
+            continue;
+        snprintf(p, sizeof p, "/proc/self/task/%s/stat", e->d_name);
+        f = fopen(p, "r");
+        cr_assert_not_null(f, "%s", p);
+        cr_assert_not_null(fgets(stat, sizeof stat, f));
+        fclose(f);
+        char *rest = strrchr(stat, ')');
+        cr_assert_not_null(rest, "%s", stat);
+        char *save = NULL;
+        int field = 2;
+        for (char *tok = strtok_r(rest + 1, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+            field++;
+            if (field == 19)
+                *nice = atoi(tok);
+            if (field == 41)
+                *policy = atoi(tok);
+        }
+        cr_assert_geq(field, 41, "short stat line: %s", stat);
+        found = 1;
+    }
+    closedir(d);
+    return found;
+}
+
+static gs_status probe_writer(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
+{
+    (void)conn;
+    (void)out;
+    (void)err;
+    int *v = user;
+    v[0] = thread_nice();
+    v[1] = sched_getscheduler(0);
+    return GS_OK;
+}
+
+Test(backup_cycle, backup_threads_yield_to_the_writer)
+{
+    int base = thread_nice();
+    int base_policy = sched_getscheduler(0);
+    cr_assert_neq(base, INT_MIN);
+    cr_assert_eq(base_policy, SCHED_OTHER, "the test runs as a normal process");
+    gs_database *db = db_with_chain();
+
+    /* the pieces were fingerprinted and sent by threads in the background */
+    cr_assert_eq(atomic_load(&MD.write_policy), SCHED_BATCH, "policy %d",
+                 atomic_load(&MD.write_policy));
+    cr_assert_eq(atomic_load(&MD.write_nice), background_nice(base), "nice %d, test at %d",
+                 atomic_load(&MD.write_nice), base);
+    int nice = INT_MIN, policy = INT_MIN;
+    cr_assert(named_thread_sched("gs-backup", &nice, &policy), "the cycle's thread is named");
+    cr_assert_eq(policy, SCHED_BATCH);
+    cr_assert_eq(nice, background_nice(base));
+
+    /* the writer, which runs the copy's steps and the captures, kept its priority */
+    int v[2] = {INT_MIN, INT_MIN};
+    gs_error err;
+    gs_error_init(&err);
+    cr_assert_eq(gs_cdc_writer_call_sync(db, probe_writer, v, &err), GS_OK, "%s", err.message);
+    cr_assert_eq(v[0], base);
+    cr_assert_eq(v[1], base_policy);
+
+    /* a verify answers a person: its handle reads at normal priority */
+    json_t *chains = NULL;
+    cr_assert_eq(gs_backup_cycle_chains(gs_db_backup_cycle(db), &chains, &err), GS_OK);
+    json_t *c0 = json_array_get(json_object_get(chains, "chains"), 0);
+    const char *full = json_string_value(json_object_get(json_object_get(c0, "base"), "name"));
+    cr_assert_not_null(full);
+    json_t *out = NULL;
+    cr_assert_eq(gs_backup_cycle_verify(gs_db_backup_cycle(db), full, &out, &err), GS_OK, "%s",
+                 err.message);
+    json_decref(out);
+    json_decref(chains);
+    cr_assert_eq(atomic_load(&MD.read_policy), base_policy);
+    cr_assert_eq(atomic_load(&MD.read_nice), base);
+    gs_db_free(db);
+}
+
+Test(backup_cycle, a_background_handle_moves_its_worker_only)
+{
+    int base = thread_nice();
+    gs_error err;
+    gs_error_init(&err);
+    gs_backup_dest *d = NULL;
+    cr_assert_eq(gs_backup_dest_new(&md_vt, &MD, 10000, &d, &err), GS_OK);
+    uint8_t *b = gs_malloc(4);
+    memcpy(b, "abcd", 4);
+    cr_assert_eq(gs_backup_dest_write_take(d, "p", 0, b, 4, &err), GS_OK, "%s", err.message);
+    cr_assert_eq(atomic_load(&MD.write_nice), base, "a plain handle's worker runs as it started");
+    cr_assert_eq(atomic_load(&MD.write_policy), SCHED_OTHER);
+    gs_backup_dest_set_background(d); /* from the next call on, on a worker already running */
+    b = gs_malloc(4);
+    memcpy(b, "efgh", 4);
+    cr_assert_eq(gs_backup_dest_write_take(d, "p", 1, b, 4, &err), GS_OK, "%s", err.message);
+    cr_assert_eq(atomic_load(&MD.write_nice), background_nice(base));
+    cr_assert_eq(atomic_load(&MD.write_policy), SCHED_BATCH);
+    gs_backup_dest_free(d);
+    cr_assert_eq(thread_nice(), base, "the caller's own thread kept its priority");
+    cr_assert_eq(sched_getscheduler(0), SCHED_OTHER);
 }
 
 /* ---- pieces ---- */

@@ -14,6 +14,7 @@
 #include "../base/log.h"
 #include "backup.h"
 #include "backup_chain.h"
+#include "backup_priority.h"
 #include "backup_wal.h"
 #include "cdc_internal.h"
 #include "database_internal.h"
@@ -886,6 +887,14 @@ static void *scheduler_main(void *arg)
 {
     gs_backup_cycle *c = arg;
     int64_t interval_ns = c->cfg.interval_ms * 1000000;
+    pthread_setname_np(pthread_self(), "gs-backup");
+    /* Everything this thread does is backup work: driving the copy (its steps run on the
+     * writer, at the writer's priority), syncing the copy, reading and fingerprinting pieces.
+     * In the background, the writer and the transports take a core before it does. */
+    gs_error pe;
+    gs_error_init(&pe);
+    if (gs_backup_thread_background(&pe) != GS_OK)
+        gs_log(GS_LOG_WARN, "backup", "database '%s': %s", gs_db_id(c->db), pe.message);
     pthread_mutex_lock(&c->mu);
     c->queued = 1; /* the first turn runs at once (a fresh chain, or frames written while down) */
     c->next_due_ns = mono_ns() + interval_ns;
@@ -1177,6 +1186,7 @@ gs_status gs_backup_cycle_start(gs_database *db, const gs_backup_cycle_config *c
         gs_backup_cycle_free(c);
         return GS_ERROR;
     }
+    gs_backup_dest_set_background(c->dest); /* the pieces' writes yield to the writer too */
     c->has_state = load_state(c);
     if (pthread_create(&c->thread, NULL, scheduler_main, c) != 0) {
         gs_backup_cycle_free(c);

@@ -31,8 +31,13 @@
  * Not here: the preferred backup node of a replication group (BackupGroupSource): gatestream
  * has no replication group yet, and the spec runs every turn without one.
  *
- * Ownership: the config is copied at start. Threads: one scheduler thread per cycle; the
- * public functions are thread-safe; the close hooks are called by database.c / writer.c only.
+ * Ownership: the config is copied at start. Threads: one scheduler thread per cycle
+ * ("gs-backup"), which, like the worker of the cycle's destination handle, runs in the
+ * background (backup_priority.h: SCHED_BATCH, nice +10) so the writer and the transports take
+ * a core before the backup does; the copy's steps and the captures run on the writer at its
+ * own priority.
+ * The public functions are thread-safe; the close hooks are called by database.c / writer.c
+ * only.
  */
 #ifndef GS_DB_BACKUP_CYCLE_H
 #define GS_DB_BACKUP_CYCLE_H

@@ -8,6 +8,7 @@
 #include "../base/alloc.h"
 #include "../base/error.h"
 #include "../base/log.h"
+#include "backup_priority.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -47,6 +48,8 @@ struct gs_backup_dest {
     dest_job *head, *tail;
     int stop;
     int started;
+    int background; /* the worker moves itself to the background (under mu) */
+    int lowered;    /* it did (the worker's own) */
     pthread_t thread;
 };
 
@@ -106,6 +109,21 @@ static void run_job(gs_backup_dest *d, dest_job *j)
     j->bytes = NULL;
 }
 
+/* On the worker, with mu held: move to the background once the owner asked for it. */
+static void maybe_lower(gs_backup_dest *d)
+{
+    if (!d->background || d->lowered)
+        return;
+    d->lowered = 1;
+    pthread_mutex_unlock(&d->mu);
+    pthread_setname_np(pthread_self(), "gs-backup-dest");
+    gs_error e;
+    gs_error_init(&e);
+    if (gs_backup_thread_background(&e) != GS_OK)
+        gs_log(GS_LOG_WARN, "backup", "the backup destination's thread: %s", e.message);
+    pthread_mutex_lock(&d->mu);
+}
+
 static void *worker_main(void *arg)
 {
     gs_backup_dest *d = arg;
@@ -115,6 +133,7 @@ static void *worker_main(void *arg)
             pthread_cond_wait(&d->work, &d->mu);
         if (!d->head)
             break;
+        maybe_lower(d); /* only this thread takes jobs off the list: d->head is still there */
         dest_job *j = d->head;
         d->head = j->next;
         if (!d->head)
@@ -182,6 +201,13 @@ void gs_backup_dest_free(gs_backup_dest *d)
     pthread_cond_destroy(&d->work);
     pthread_cond_destroy(&d->done);
     gs_free(d);
+}
+
+void gs_backup_dest_set_background(gs_backup_dest *d)
+{
+    pthread_mutex_lock(&d->mu);
+    d->background = 1;
+    pthread_mutex_unlock(&d->mu);
 }
 
 int gs_backup_dest_can_claim(const gs_backup_dest *d)

@@ -40,6 +40,12 @@ gs_status gs_backup_dest_new(const gs_backup_destination_vtable *vt, void *insta
                              int64_t timeout_ms, gs_backup_dest **out, gs_error *err);
 void gs_backup_dest_free(gs_backup_dest *d);
 
+/** Run the handle's worker thread in the background (backup_priority.h) from its next call
+ * on: for the handle a backup cycle sends through, so the destination's own work (copying,
+ * writing and syncing pieces) yields to the database's writer. Handles that answer a person
+ * (verify, restore) are left at normal priority. */
+void gs_backup_dest_set_background(gs_backup_dest *d);
+
 /** The destination offers write_piece_if_absent. */
 int gs_backup_dest_can_claim(const gs_backup_dest *d);
 int64_t gs_backup_dest_timeout_ms(const gs_backup_dest *d);
