@@ -145,8 +145,8 @@ void gs_repl_await_concern(gs_repl_engine *e, const char *level, int64_t timeout
                            void (*done)(void *user, gs_status st, const gs_error *err), void *user);
 
 /** Coordinator mode: may a read with this readConcern level ("local", "majority",
- * "linearizable"; NULL = local: the client picks its default) run here? READ_CONCERN_ERROR otherwise. Static mode:
- * always GS_OK (the spec ignores read concern there). */
+ * "linearizable"; NULL = local: the client picks its default) run here? READ_CONCERN_ERROR
+ * otherwise. Static mode: always GS_OK (the spec ignores read concern there). */
 gs_status gs_repl_check_read(gs_repl_engine *e, const char *level, gs_error *err);
 /** 1 in coordinator mode. */
 int gs_repl_coordinated(const gs_repl_engine *e);
