@@ -221,6 +221,8 @@ def test_interactive(srv):
         os.write(fd, b"2 AS answer;\r")
         check(expect('[{"answer":42}]'), "the statement ran")
         os.write(fd, b"SELECT 'never")
+        # the line editor has the text (it echoed it) before Ctrl-C is typed
+        check(expect("SELECT 'never"), "the typed text is echoed")
         os.write(fd, b"\x03")
         check(expect("^C"), "Ctrl-C clears the line")
         os.write(fd, b"SELECT 7 AS seven;\r")
