@@ -1134,7 +1134,11 @@ static void run_requests(gs_authority *a)
             if (out.term == a->g.term)
                 a->g = out;
             pthread_mutex_unlock(&a->mu);
-        } else if (strcmp(err.code, "AUTHORITY_LOST") != 0) {
+        } else if (strcmp(err.code, "AUTHORITY_LOST") == 0) {
+            gs_log(GS_LOG_DEBUG, "coord", "group '%s': '%s' not %s the in-sync set: %s",
+                   a->group_id, req[i].node, req[i].evict ? "removed from" : "admitted to",
+                   err.message);
+        } else {
             log_unavailable(a, "updating the in-sync set", &err);
             if (req[i].evict) /* an eviction must not be forgotten: retry next tick */
                 post_request(a, req[i].node, 0, 1, req[i].why);
@@ -1252,17 +1256,21 @@ gs_status gs_authority_start(const gs_authority_options *o, gs_authority **out, 
         return gs_error_set(err, 0, "INVALID_CONFIG", "out of memory or ids too long");
     }
     a->ctl_state = o->controller ? CTL_STANDBY : CTL_DISABLED;
+    /* The caller's handle is set before the thread runs: its first on_change may reach a
+     * caller thread that reads the handle before this function returns. */
+    *out = a;
+    a->thread_started = 1;
     if (pthread_create(&a->thread, NULL, thread_main, a) != 0) {
+        *out = NULL;
+        a->thread_started = 0;
         gs_authority_free(a);
         return gs_error_set(err, 0, "REPLICATION_ERROR", "cannot start the coordination thread");
     }
-    a->thread_started = 1;
     gs_log(GS_LOG_INFO, "coord",
            "group '%s' of cluster '%s': coordinator mode, node '%s', session ttl %lld ms, "
            "controller %s",
            a->group_id, a->cluster_id, a->node_id, (long long)o->session_ttl_ms,
            o->controller ? "enabled" : "disabled");
-    *out = a;
     return GS_OK;
 }
 

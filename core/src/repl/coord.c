@@ -566,6 +566,19 @@ void gs_repl_coord_tick(gs_repl_engine *e, int64_t now)
                 p->catch_set = 1;
             }
         }
+        if (!p->in_sync && now - p->outside_logged_ms >= 2000) {
+            p->outside_logged_ms = now;
+            gs_log(GS_LOG_DEBUG, "repl",
+                   "database '%s': replica %s is outside the in-sync set: connected %d, "
+                   "position reported %d (term %lld of %lld), acked seq %lld, committed %lld, "
+                   "%s",
+                   gs_db_id(e->db), p->id, p->connected, p->positioned, (long long)p->pos_term,
+                   (long long)e->term, (long long)p->last_acked_seq, (long long)committed,
+                   p->admitting   ? (p->admit_requested ? "admission requested"
+                                                        : "admitting once it holds the target")
+                   : p->catch_set ? "catching up to the last tick's commit"
+                                  : "not catching up");
+        }
         /* an admission the coordinator did not record (contention, a blip) is asked again */
         if (p->admitting && p->admit_requested && now - p->admit_requested_ms >= 1000)
             p->admit_requested = 0;

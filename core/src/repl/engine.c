@@ -689,8 +689,10 @@ static void peer_event(gs_repl_engine *e, const char *id, int connected)
         check_waits(e, 0); /* "all" counts connected replicas only */
         return;
     }
-    if (e->auth) {
-        if (!e->is_primary && primary)
+    if (e->o.coordinator) {
+        /* coordinator mode: the group state says whom to follow (a peer that connects before
+         * the coordinator has spoken is followed once the view arrives) */
+        if (e->auth && !e->is_primary && primary)
             gs_repl_coord_apply_view(e); /* follow (or sync from) the primary that came up */
         return;
     }

@@ -55,6 +55,7 @@ typedef struct gs_peer {
     int64_t admit_requested_ms, evict_requested_ms;
     int catch_set;    /* catch_target holds the committed seq of the last tick */
     int64_t pos_term; /* the term of its last position report */
+    int64_t outside_logged_ms; /* last debug line on why it is not in the in-sync set */
 } gs_peer;
 
 /** A write waiting for its concern. */
