@@ -9,7 +9,8 @@ DEB_PACKAGES := build-essential cmake pkg-config clang clang-format python3 curl
 	libsqlite3-dev libmicrohttpd-dev libwebsockets-dev libyaml-dev libjansson-dev libcriterion-dev \
 	libgnutls28-dev gnutls-bin openssl valgrind \
 	libprotobuf-c-dev protobuf-c-compiler libgrpc-dev \
-	etcd-server etcd-client libcurl4-openssl-dev libreadline-dev postgresql libpq-dev nettle-dev
+	etcd-server etcd-client libcurl4-openssl-dev libreadline-dev postgresql libpq-dev nettle-dev \
+	chromium
 
 .PHONY: all deps build build-asan run test test-fast format check-format clean
 

@@ -5,14 +5,17 @@
  *
  *   repl_bench [--seconds S] [--rows N] [--dir D] [what...]
  *     single     inserts/s on one database, no replication (the baseline)
+ *     capture    inserts/s on one database running as a primary with no replica connected:
+ *                what change capture alone costs (triggers, the change log and its indexes,
+ *                write stamps), the ceiling of any replicated figure
  *     majority   inserts/s on a 3-node cluster, every write waiting for majority concern
  *     lag        replica lag (commit on the primary -> applied on a replica) at an open-loop
  *                2,000 writes/s: p50/p99/max
  *     sync       first sync of N rows (default 1,000,000) to a new replica, to ready
- *   (no what: all four)
+ *   (no what: all five)
  *
  * Writes are single-row INSERTs submitted the way the api layer submits them
- * (gs_api_repl_submit), 64 in flight. Output: one line per figure.
+ * (gs_api_repl_submit), --window in flight (64 by default). Output: one line per figure.
  */
 #include "api/api_internal.h"
 #include "base/alloc.h"
@@ -37,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -245,8 +249,15 @@ static void cluster_start(node n[3], const char *dir, const char *bus)
 {
     const char *ids[] = {"node-a", "node-b", "node-c"};
     char y[256];
+    /* each cluster in a folder of its own: one run measures several of them */
+    char sub[PATH_MAX];
+    snprintf(sub, sizeof sub, "%.*s/%s", PATH_MAX - 64, dir, bus);
+    if (mkdir(sub, 0700) != 0 && errno != EEXIST) {
+        perror(sub);
+        exit(1);
+    }
     for (int i = 0; i < 3; i++)
-        node_open(&n[i], dir, ids[i]);
+        node_open(&n[i], sub, ids[i]);
     exec_sql(n[0].db, "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, v INTEGER)");
     snprintf(y, sizeof y, "bus: %s\npeers: [node-b, node-c]\n", bus);
     node_start(&n[0], "primary", A_PEERS, 2, y);
@@ -275,6 +286,19 @@ static double bench_single(const char *dir, double seconds)
     exec_sql(n.db, "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, v INTEGER)");
     double r = insert_rate(n.db, seconds, NULL);
     printf("single-node inserts: %.0f/s (%d in flight, %.0f s)\n", r, window_size, seconds);
+    node_close(&n);
+    return r;
+}
+
+static double bench_capture(const char *dir, double seconds)
+{
+    node n;
+    node_open(&n, dir, "capture");
+    exec_sql(n.db, "CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, v INTEGER)");
+    static const gs_repl_peer_cfg peers[] = {{"capture-b", "replica"}};
+    node_start(&n, "primary", peers, 1, "bus: bench-capture\npeers: [capture-b]\n");
+    double r = insert_rate(n.db, seconds, NULL);
+    printf("single-node inserts with change capture (a primary, no replica): %.0f/s\n", r);
     node_close(&n);
     return r;
 }
@@ -406,7 +430,7 @@ int main(int argc, char **argv)
             what[nwhat++] = argv[i];
         else {
             fprintf(stderr, "usage: repl_bench [--seconds S] [--rows N] [--window W] [--dir D] "
-                            "[single|majority|lag|sync]...\n");
+                            "[single|capture|majority|lag|sync]...\n");
             return 2;
         }
     }
@@ -421,10 +445,12 @@ int main(int argc, char **argv)
     gs_log_set_level(GS_LOG_WARN);
     gs_host_init_standalone(&host);
     int all = nwhat == 0;
-    double single = 0, maj = 0;
+    double single = 0, maj = 0, capture = 0;
     for (int k = 0; k < (all ? 1 : nwhat); k++) {
         if (all || !strcmp(what[k], "single"))
             single = bench_single(dir, seconds);
+        if (all || !strcmp(what[k], "capture"))
+            capture = bench_capture(dir, seconds);
         if (all || !strcmp(what[k], "majority"))
             maj = bench_majority(dir, seconds);
         if (all || !strcmp(what[k], "lag"))
@@ -435,6 +461,10 @@ int main(int argc, char **argv)
     if (single > 0 && maj > 0)
         printf("majority-concern inserts as a fraction of single-node: %.0f%%\n",
                100.0 * maj / single);
+    if (capture > 0 && maj > 0)
+        printf(
+            "majority-concern inserts as a fraction of single-node with change capture: %.0f%%\n",
+            100.0 * maj / capture);
     if (own_dir)
         nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     return 0;

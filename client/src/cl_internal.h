@@ -10,8 +10,10 @@
  *
  * Threads: gs_client.mu guards the endpoint list and the database list; gs_client_db.mu
  * guards its targets and routing state; cl_endpoint.mu guards its capability and latency
- * caches. Lock order: client.mu, then db.mu, then endpoint.mu; a WebSocket connection's own
- * lock is never held while taking one of these.
+ * caches. Lock order: client.mu, then db.refresh_mu, then db.mu, then endpoint.mu; a
+ * WebSocket connection's own lock is never held while taking one of these. Two connections'
+ * locks are held together only while a subscription moves between them (routing changed,
+ * cl_ws_sub.c), taken in address order, and nothing else is taken under them.
  */
 #ifndef GS_CLIENT_INTERNAL_H
 #define GS_CLIENT_INTERNAL_H
@@ -81,6 +83,9 @@ struct gs_client_db {
     size_t ntargets, captargets;
     cl_cluster cluster;
     pthread_mutex_t refresh_mu; /**< one discovery at a time */
+    /** Bumped each time discovery installs routing with another fingerprint; each
+     * connection's I/O thread then re-checks where its subscriptions belong. */
+    atomic_uint route_gen;
 };
 
 /** The effective mode after gs_client_open. */
@@ -149,6 +154,8 @@ void cl_call_free(cl_call *call);
 cl_endpoint *cl_client_endpoint(gs_client *c, const char *url, gs_error *err);
 /** The WebSocket connection of (db, ep), made on first use. */
 cl_ws *cl_db_ws(gs_client_db *db, cl_endpoint *ep, gs_error *err);
+/** Wake the I/O thread of every connection of db (routing changed). Takes db.mu. */
+void cl_db_wake_all(gs_client_db *db);
 
 /* ---- cl_url.c ---- */
 typedef struct cl_url {
@@ -177,6 +184,18 @@ gs_status cl_route_pick(gs_client_db *db, int is_write, const char *read_concern
  * retried once on the new route. */
 int cl_route_after_error(gs_client_db *db, cl_call *call, const gs_error *err);
 void cl_cluster_clear(cl_cluster *cl);
+/** Read routing again (coordinator mode). On GS_OK *changed (may be NULL) says whether the
+ * fingerprint differs from the routing held before; when it does, db->route_gen is bumped
+ * and the db's connections are woken. On failure the routing held is kept. */
+gs_status cl_route_refresh(gs_client_db *db, int *changed, gs_error *err);
+/** 1 when routing `cl` still lists ep as the primary or as a readable endpoint. */
+int cl_cluster_serves(const cl_cluster *cl, const cl_endpoint *ep);
+/** What becomes of the subscriptions held on endpoint `ep` by the routing db holds now
+ * (coordinator mode): CL_REROUTE_KEEP (ep still serves, or routing is not known: the next
+ * refresh decides), CL_REROUTE_MOVE (*to is the endpoint cl_route_pick chooses for a read)
+ * or CL_REROUTE_FAIL (no endpoint can serve them: err says why). */
+enum { CL_REROUTE_KEEP = 0, CL_REROUTE_MOVE = 1, CL_REROUTE_FAIL = -1 };
+int cl_route_reroute(gs_client_db *db, cl_endpoint *ep, cl_endpoint **to, gs_error *err);
 /** Parse a ClusterStatusInfo body (exposed for tests through the routing tests). */
 gs_status cl_cluster_parse(gs_client *c, const char *db_id, json_t *j, cl_cluster *out,
                            gs_error *err);

@@ -4,7 +4,10 @@
  * cached; a replica that fails a read at the transport is skipped for a while). Coordinator
  * mode reads GET /db/{id}/cluster from a reachable endpoint, caches the primary, its term and
  * the readable endpoints, and refreshes after STALE_PRIMARY, AUTHORITY_LOST,
- * COORDINATOR_UNAVAILABLE, NO_SAFE_PRIMARY or CONNECTION_ERROR. Any thread.
+ * COORDINATOR_UNAVAILABLE, NO_SAFE_PRIMARY or CONNECTION_ERROR. A refresh whose routing has
+ * another fingerprint bumps the database's route generation and wakes its connections, whose
+ * I/O threads then move subscriptions off endpoints the new routing no longer lists
+ * (cl_route_reroute decides, cl_ws_sub.c moves). Any thread.
  */
 #include "cl_internal.h"
 
@@ -259,8 +262,8 @@ done:
     return st;
 }
 
-/* Read routing from the first endpoint that yields it. */
-static gs_status refresh(gs_client_db *db, gs_error *err)
+/* Read routing from the first endpoint that yields it. *changed: the fingerprint moved. */
+static gs_status refresh(gs_client_db *db, int *changed, gs_error *err)
 {
     gs_client *c = db->c;
     pthread_mutex_lock(&db->refresh_mu);
@@ -280,7 +283,7 @@ static gs_status refresh(gs_client_db *db, gs_error *err)
     gs_status st = GS_ERROR;
     gs_error last;
     gs_error_init(&last);
-    int tried = 0;
+    int tried = 0, moved = 0;
     for (size_t i = 0; i < n && st != GS_OK; i++) {
         int dup = 0;
         for (size_t k = 0; k < i; k++)
@@ -314,13 +317,21 @@ static gs_status refresh(gs_client_db *db, gs_error *err)
         }
         json_decref(j);
         pthread_mutex_lock(&db->mu);
+        const char *was = db->cluster.fingerprint;
+        moved = !was || !next.fingerprint || strcmp(was, next.fingerprint) != 0;
         cl_cluster_clear(&db->cluster);
         db->cluster = next;
+        if (moved)
+            atomic_fetch_add(&db->route_gen, 1);
         pthread_mutex_unlock(&db->mu);
         st = GS_OK;
     }
     gs_free(cand);
+    if (moved)
+        cl_db_wake_all(db); /* subscriptions re-check their endpoints (cl_ws_sub.c) */
     pthread_mutex_unlock(&db->refresh_mu);
+    if (changed)
+        *changed = moved;
     if (st != GS_OK)
         return gs_error_set(err, 0, "ROUTING_ERROR",
                             "could not discover cluster routing for database '%s' from %d "
@@ -336,7 +347,7 @@ static gs_status pick_coordinator(gs_client_db *db, int is_write, const char *rc
     pthread_mutex_lock(&db->mu);
     int known = db->cluster.known;
     pthread_mutex_unlock(&db->mu);
-    if (!known && refresh(db, err) != GS_OK)
+    if (!known && refresh(db, NULL, err) != GS_OK)
         return GS_ERROR;
     pthread_mutex_lock(&db->mu);
     cl_cluster *cl = &db->cluster;
@@ -416,13 +427,61 @@ int cl_route_after_error(gs_client_db *db, cl_call *call, const gs_error *err)
         return 0;
     gs_error rerr;
     gs_error_init(&rerr);
-    if (refresh(db, &rerr) != GS_OK) {
+    if (refresh(db, NULL, &rerr) != GS_OK) {
         /* Routing is unknown now: the next call discovers again. */
         pthread_mutex_lock(&db->mu);
         cl_cluster_clear(&db->cluster);
         pthread_mutex_unlock(&db->mu);
     }
     return !call->is_write && call->attempt == 0;
+}
+
+gs_status cl_route_refresh(gs_client_db *db, int *changed, gs_error *err)
+{
+    if (changed)
+        *changed = 0;
+    if (db->c->mode != CL_COORDINATOR)
+        return GS_OK;
+    return refresh(db, changed, err);
+}
+
+int cl_cluster_serves(const cl_cluster *cl, const cl_endpoint *ep)
+{
+    if (!cl->known || !ep)
+        return 0;
+    if (cl->primary == ep)
+        return 1;
+    for (size_t i = 0; i < cl->nreads; i++)
+        if (cl->reads[i].ep == ep)
+            return 1;
+    return 0;
+}
+
+int cl_route_reroute(gs_client_db *db, cl_endpoint *ep, cl_endpoint **to, gs_error *err)
+{
+    *to = NULL;
+    if (db->c->mode != CL_COORDINATOR)
+        return CL_REROUTE_KEEP;
+    pthread_mutex_lock(&db->mu);
+    int known = db->cluster.known;
+    int serves = cl_cluster_serves(&db->cluster, ep);
+    pthread_mutex_unlock(&db->mu);
+    if (!known || serves)
+        return CL_REROUTE_KEEP;
+    gs_error e;
+    gs_error_init(&e);
+    cl_endpoint *pick = NULL;
+    if (cl_route_pick(db, 0, NULL, &pick, &e) != GS_OK) {
+        gs_error_set(err, 0, e.code,
+                     "routing of database '%s' changed and no longer lists %s, and no other "
+                     "endpoint can take its subscriptions: %s",
+                     db->id, ep->base, e.message);
+        return CL_REROUTE_FAIL;
+    }
+    if (pick == ep)
+        return CL_REROUTE_KEEP;
+    *to = pick;
+    return CL_REROUTE_MOVE;
 }
 
 gs_status gs_client_route(gs_client_db *db, int is_write, char *buf, size_t size, gs_error *err)

@@ -561,9 +561,20 @@ static void connection_lost(cl_ws *ws, const gs_error *why, int refused)
     fail_calls(calls, n, why);
     cl_ws_subs_on_close(ws, why, refused);
     pthread_mutex_lock(&ws->mu);
-    if (!refused && ws->c->cfg.auto_reconnect && cl_ws_subs_down_locked(ws))
+    int down = !refused && ws->c->cfg.auto_reconnect && cl_ws_subs_down_locked(ws);
+    if (down)
         ws->reconnect_at = cl_mono_ms() + backoff_ms(ws);
+    int stopping = ws->stopping;
     pthread_mutex_unlock(&ws->mu);
+    if (down && !stopping && ws->c->mode == CL_COORDINATOR && !atomic_load(&ws->c->closing)) {
+        /* 06-client: the node may be gone. Read routing again before the (backed-off)
+         * reconnect; subscriptions whose endpoint it no longer lists move. When no endpoint
+         * answers, the routing held stays and the reconnect goes ahead. */
+        gs_error e;
+        gs_error_init(&e);
+        cl_route_refresh(ws->db, NULL, &e);
+        cl_ws_subs_reroute(ws, 1);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -872,6 +883,13 @@ static void *io_main(void *arg)
     cl_mark_library_thread();
     pthread_mutex_lock(&ws->mu);
     while (!ws->stopping) {
+        if (atomic_load(&ws->db->route_gen) != ws->route_seen) {
+            /* routing changed (cl_route.c woke us): do our subscriptions still belong here? */
+            pthread_mutex_unlock(&ws->mu);
+            cl_ws_subs_reroute(ws, 0);
+            pthread_mutex_lock(&ws->mu);
+            continue;
+        }
         if (ws->state == CL_WS_OPEN) {
             pthread_mutex_unlock(&ws->mu);
             open_round(ws);
@@ -950,6 +968,7 @@ cl_ws *cl_ws_new(gs_client *c, cl_endpoint *ep, gs_client_db *db, gs_error *err)
     ws->ep = ep;
     ws->db = db;
     ws->fd = -1;
+    ws->route_seen = atomic_load(&db->route_gen);
     gs_buf_init(&ws->out);
     gs_buf_init(&ws->wbuf);
     gs_buf_init(&ws->rbuf);
@@ -976,17 +995,23 @@ cl_ws *cl_ws_new(gs_client *c, cl_endpoint *ep, gs_client_db *db, gs_error *err)
     return ws;
 }
 
+void cl_ws_stop(cl_ws *ws)
+{
+    if (!ws || !ws->th_started)
+        return;
+    pthread_mutex_lock(&ws->mu);
+    ws->stopping = 1;
+    pthread_mutex_unlock(&ws->mu);
+    cl_ws_wake(ws);
+    pthread_join(ws->th, NULL);
+    ws->th_started = 0;
+}
+
 void cl_ws_free(cl_ws *ws)
 {
     if (!ws)
         return;
-    if (ws->th_started) {
-        pthread_mutex_lock(&ws->mu);
-        ws->stopping = 1;
-        pthread_mutex_unlock(&ws->mu);
-        cl_ws_wake(ws);
-        pthread_join(ws->th, NULL);
-    }
+    cl_ws_stop(ws);
     cl_ws_subs_free_all(ws);
     if (ws->cred)
         gnutls_certificate_free_credentials(ws->cred);

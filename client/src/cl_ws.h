@@ -8,7 +8,10 @@
  * TIMEOUT at its deadline, and with CONNECTION_ERROR when the connection drops. Close codes
  * 4401 / 4403 / 4000-4099 refuse the connection for good (UNAUTHORIZED, FORBIDDEN). While
  * subscriptions or live queries exist it reconnects with exponential backoff and restores
- * them (cl_ws_sub.c). Completions and events run on the I/O thread.
+ * them (cl_ws_sub.c). In coordinator mode it reads routing again after a connection with
+ * subscriptions closed (not refused), and whenever the database's routing changed it moves
+ * its subscriptions to the endpoint routing now names when its own is no longer listed
+ * (cl_ws_subs_reroute). Completions and events run on the I/O thread.
  *
  * Ownership: cl_ws_submit takes the call on GS_OK (it is finished exactly once); on an
  * error return the call is still the caller's. cl_ws_free fails what is pending (callbacks
@@ -53,7 +56,12 @@ int cl_ws_frame_parse(const uint8_t *p, size_t n, cl_ws_frame_hdr *h);
 
 /* ---- cl_ws.c ---- */
 cl_ws *cl_ws_new(gs_client *c, cl_endpoint *ep, gs_client_db *db, gs_error *err);
+/** Stop the I/O thread and wait for it (idempotent; cl_ws_free does it too). Pending calls
+ * fail with CONNECTION_ERROR; subscriptions stay on the connection until cl_ws_free. */
+void cl_ws_stop(cl_ws *ws);
 void cl_ws_free(cl_ws *ws);
+/** Wake the I/O thread (any thread, no lock needed). */
+void cl_ws_wake(cl_ws *ws);
 gs_status cl_ws_submit(cl_ws *ws, cl_call *call, gs_error *err);
 /** The wait before reconnect attempt `step` (0 first): base doubled per step, capped. */
 int64_t cl_ws_backoff_delay(int64_t base_ms, int64_t max_ms, int step);

@@ -6,6 +6,12 @@
  * "I/O thread" are touched by the connection's I/O thread only. A callback never runs with
  * mu held; while one runs for a subscription, cb_running names it, so gs_client_unsubscribe
  * can wait for it to return (ws->cv is broadcast when cb_running changes).
+ *
+ * A subscription moves between connections when routing changes (coordinator mode): only
+ * the I/O thread of the connection it leaves moves it (so none of its callbacks runs then),
+ * holding both connections' mu (address order); sub->ws changes only under both. A thread
+ * outside the I/O threads reads sub->ws, locks that connection, and re-reads sub->ws before
+ * trusting it (cl_ws_sub.c lock_sub).
  */
 #ifndef GS_CLIENT_WS_INTERNAL_H
 #define GS_CLIENT_WS_INTERNAL_H
@@ -33,7 +39,7 @@ enum {
 };
 
 struct gs_client_sub {
-    cl_ws *ws;
+    cl_ws *ws; /**< changes only with both connections' mu held (atomic loads outside) */
     struct gs_client_sub *next; /**< mu */
     uint64_t serial;
     int live;
@@ -48,6 +54,7 @@ struct gs_client_sub {
     gs_status wait_st;
     gs_error wait_err;
     int free_after_cb; /**< unsubscribed from its own callback */
+    int migrated;      /**< mu: moved by a routing change, not yet confirmed by `subscribed` */
     gs_client_event_fn fn;
     gs_client_live_fn lfn;
     void *user;
@@ -89,6 +96,7 @@ struct cl_ws {
     uint64_t next_serial;
     int64_t reconnect_at;
     int backoff_step;
+    unsigned route_seen; /**< I/O thread: the db's route_gen last checked */
     /* I/O thread */
     int fd;
     gnutls_session_t tls;
@@ -128,5 +136,10 @@ int cl_ws_subs_down_locked(cl_ws *ws);
 int cl_ws_subs_waiting_locked(cl_ws *ws);
 /** Free every subscription (the client closes; no callback runs). */
 void cl_ws_subs_free_all(cl_ws *ws);
+/** I/O thread, no lock held: when the database's routing changed since the last check (or
+ * force), move the subscriptions and live queries of ws to the endpoint routing now names
+ * if ws's endpoint is no longer listed (live from there; RESYNC with migrated = 1 once it
+ * confirms), or end them with an ERROR event when no endpoint can serve them. */
+void cl_ws_subs_reroute(cl_ws *ws, int force);
 
 #endif

@@ -5,7 +5,9 @@
  * resume), hold a live query's rows and apply its ops, re-read the registry digest once
  * after REGISTRY_MISMATCH. Handlers run on the connection's I/O thread; every subscription
  * is looked up again under ws->mu by pointer and serial before it is touched, so a handle
- * freed by another thread is never used.
+ * freed by another thread is never used. In coordinator mode, when routing no longer lists
+ * a connection's endpoint, its I/O thread moves the subscriptions to the endpoint routing
+ * names now (see cl_ws_internal.h for the locking) and they restart live there.
  */
 #include "cl_ws_internal.h"
 
@@ -48,6 +50,19 @@ static void sub_free(struct gs_client_sub *s)
     gs_client_rows_free(s->rows);
     gs_free(s->fields);
     gs_free(s);
+}
+
+/* Lock the connection sub is on now (it may move between connections: re-read after
+ * locking). Returns that connection, locked. */
+static cl_ws *lock_sub(struct gs_client_sub *sub)
+{
+    for (;;) {
+        cl_ws *ws = __atomic_load_n(&sub->ws, __ATOMIC_ACQUIRE);
+        pthread_mutex_lock(&ws->mu);
+        if (__atomic_load_n(&sub->ws, __ATOMIC_ACQUIRE) == ws)
+            return ws;
+        pthread_mutex_unlock(&ws->mu);
+    }
 }
 
 static void queue_subscribe_locked(cl_ws *ws, struct gs_client_sub *s)
@@ -196,9 +211,18 @@ static void on_subscribed(cl_ws *ws, struct gs_client_sub *s, uint64_t serial, j
     int live = f->live;
     ev_arg a;
     memset(&a, 0, sizeof a);
+    int migrated = f->migrated;
+    f->migrated = 0;
     if (!live) {
         int epoch_changed = f->epoch[0] && epoch && strcmp(f->epoch, epoch) != 0;
-        if (resync || epoch_changed) {
+        if (migrated) {
+            /* Moved by a routing change: live from the new endpoint, whose sequence space
+             * is its own; what the caller holds may miss changes made meanwhile. */
+            snprintf(f->seq, sizeof f->seq, "%s", seq ? seq : "");
+            a.ev.kind = GS_CLIENT_EVENT_RESYNC;
+            a.ev.migrated = 1;
+            a.ev.endpoint = ws->ep->base;
+        } else if (resync || epoch_changed) {
             /* The prior cursor is void: adopt the live-from point of the new stream. */
             snprintf(f->seq, sizeof f->seq, "%s", seq ? seq : "");
             a.ev.kind = GS_CLIENT_EVENT_RESYNC;
@@ -518,6 +542,155 @@ void cl_ws_subs_free_all(cl_ws *ws)
 }
 
 /* ---------------------------------------------------------------------------------------
+ * Routing changes (coordinator mode; the I/O thread of the connection the subscriptions
+ * leave, so none of their callbacks runs meanwhile)
+ * ------------------------------------------------------------------------------------- */
+
+/* A subscription a routing change may move: confirmed once (a caller still waiting in
+ * subscribe keeps its own connection, and fails or succeeds there). */
+static int movable(int state)
+{
+    return state == CL_SUB_ACTIVE || state == CL_SUB_DOWN || state == CL_SUB_RESTORING;
+}
+
+static void lock_two(cl_ws *a, cl_ws *b)
+{
+    if ((uintptr_t)a < (uintptr_t)b) {
+        pthread_mutex_lock(&a->mu);
+        pthread_mutex_lock(&b->mu);
+    } else {
+        pthread_mutex_lock(&b->mu);
+        pthread_mutex_lock(&a->mu);
+    }
+}
+
+/* Move s (serial on from) to `to`: unsubscribe on from, subscribe live on to (now, or when
+ * it connects). 0 moved; -1 gone or not movable (nothing done); -2 `to` cannot take it
+ * (why filled). */
+static int move_sub(cl_ws *from, cl_ws *to, struct gs_client_sub *s, uint64_t serial,
+                    const char *digest, gs_error *why)
+{
+    lock_two(from, to);
+    int rc = 0;
+    struct gs_client_sub *f = find_locked(from, s, serial);
+    if (!f || !movable(f->state) || from->stopping || to->stopping) {
+        rc = -1; /* gone, or the client is closing (no callback runs then) */
+    } else if (to->state == CL_WS_REFUSED) {
+        gs_error_copy(why, &to->refused);
+        rc = -2;
+    } else if (find_id_locked(to, f->id)) {
+        gs_error_set(why, 0, "DUPLICATE_SUBSCRIPTION",
+                     "routing moved subscription '%s' to %s, which already holds one with "
+                     "that id",
+                     f->id, to->ep->base);
+        rc = -2;
+    }
+    if (rc != 0) {
+        pthread_mutex_unlock(&from->mu);
+        pthread_mutex_unlock(&to->mu);
+        return rc;
+    }
+    queue_unsubscribe_locked(from, f); /* the old node may still be up (drained) */
+    unlink_locked(from, f);
+    __atomic_store_n(&f->ws, to, __ATOMIC_RELEASE);
+    f->serial = ++to->next_serial;
+    /* 06-client: a migrated subscription restarts live; the cursor belonged to the old
+     * node's sequence space. */
+    f->seq[0] = '\0';
+    f->epoch[0] = '\0';
+    f->migrated = 1;
+    f->digest_retried = 0;
+    if (f->live && digest && digest[0])
+        snprintf(f->digest, sizeof f->digest, "%s", digest);
+    f->next = to->subs;
+    to->subs = f;
+    if (to->state == CL_WS_OPEN) {
+        f->state = CL_SUB_RESTORING;
+        queue_subscribe_locked(to, f);
+    } else {
+        f->state = CL_SUB_DOWN; /* subscribed by cl_ws_subs_on_open_locked */
+        to->want_connect = 1;
+        to->reconnect_at = 0;
+        cl_ws_wake(to);
+    }
+    pthread_mutex_unlock(&from->mu);
+    pthread_mutex_unlock(&to->mu);
+    return 0;
+}
+
+void cl_ws_subs_reroute(cl_ws *ws, int force)
+{
+    gs_client_db *db = ws->db;
+    unsigned gen = atomic_load(&db->route_gen);
+    if (!force && gen == ws->route_seen)
+        return;
+    ws->route_seen = gen;
+    if (ws->c->mode != CL_COORDINATOR)
+        return;
+    pthread_mutex_lock(&ws->mu);
+    size_t n = 0;
+    for (struct gs_client_sub *s = ws->subs; s; s = s->next)
+        n += movable(s->state);
+    int stopping = ws->stopping;
+    pthread_mutex_unlock(&ws->mu);
+    if (!n || stopping)
+        return;
+    cl_endpoint *ep = NULL;
+    gs_error err;
+    gs_error_init(&err);
+    int decision = cl_route_reroute(db, ws->ep, &ep, &err);
+    if (decision == CL_REROUTE_KEEP)
+        return;
+    cl_ws *to = NULL;
+    if (decision == CL_REROUTE_MOVE && !(to = cl_db_ws(db, ep, &err)))
+        decision = CL_REROUTE_FAIL;
+    if (to == ws)
+        return; /* one connection per (db, endpoint): cannot happen, but never lock it twice */
+    if (atomic_load(&ws->c->closing))
+        return; /* gs_client_close cancels them without a callback */
+    char digest[96] = "";
+    if (to) {
+        /* a live query echoes the new node's registry digest (a mismatch is retried once) */
+        gs_error derr;
+        gs_error_init(&derr);
+        pthread_mutex_lock(&ws->mu);
+        int any_live = 0;
+        for (struct gs_client_sub *s = ws->subs; s; s = s->next)
+            any_live |= s->live && movable(s->state);
+        pthread_mutex_unlock(&ws->mu);
+        if (any_live && cl_caps_digest(ws->c, ep, 0, digest, sizeof digest, &derr) != GS_OK)
+            digest[0] = '\0';
+    }
+    pthread_mutex_lock(&ws->mu);
+    snap *list = gs_malloc((n + 1) * sizeof *list);
+    size_t k = 0;
+    for (struct gs_client_sub *s = ws->subs; s && list && k < n; s = s->next)
+        if (movable(s->state))
+            list[k++] = (snap){s, s->serial, s->state, s->live};
+    pthread_mutex_unlock(&ws->mu);
+    for (size_t i = 0; i < k; i++) {
+        snap *x = &list[i];
+        if (!to) {
+            end_sub(ws, x->s, x->serial, x->live, &err);
+            continue;
+        }
+        if (x->live && x->state == CL_SUB_ACTIVE) {
+            /* the rows are re-read on the new endpoint */
+            live_arg a;
+            memset(&a, 0, sizeof a);
+            a.u.revalidating = 1;
+            if (cl_ws_run_callback(ws, x->s, x->serial, run_live, &a) != 0)
+                continue;
+        }
+        gs_error why;
+        gs_error_init(&why);
+        if (move_sub(ws, to, x->s, x->serial, digest, &why) == -2)
+            end_sub(ws, x->s, x->serial, x->live, &why);
+    }
+    gs_free(list);
+}
+
+/* ---------------------------------------------------------------------------------------
  * Public
  * ------------------------------------------------------------------------------------- */
 
@@ -688,20 +861,19 @@ void gs_client_sub_cursor(gs_client_sub *sub, char *seq, size_t seq_size, char *
 {
     if (!sub)
         return;
-    pthread_mutex_lock(&sub->ws->mu);
+    cl_ws *ws = lock_sub(sub);
     if (seq && seq_size)
         snprintf(seq, seq_size, "%s", sub->seq);
     if (epoch && epoch_size)
         snprintf(epoch, epoch_size, "%s", sub->epoch);
-    pthread_mutex_unlock(&sub->ws->mu);
+    pthread_mutex_unlock(&ws->mu);
 }
 
 void gs_client_unsubscribe(gs_client_sub *sub)
 {
     if (!sub)
         return;
-    cl_ws *ws = sub->ws;
-    pthread_mutex_lock(&ws->mu);
+    cl_ws *ws = lock_sub(sub);
     if (sub->state != CL_SUB_DEAD)
         queue_unsubscribe_locked(ws, sub);
     sub->state = CL_SUB_DEAD;
@@ -770,9 +942,9 @@ gs_client_rows *gs_client_live_rows(gs_client_live *lq)
     if (!lq)
         return NULL;
     struct gs_client_sub *s = &lq->sub;
-    pthread_mutex_lock(&s->ws->mu);
+    cl_ws *ws = lock_sub(s);
     gs_client_rows *copy = s->rows ? cl_rows_copy(s->rows) : cl_rows_new();
-    pthread_mutex_unlock(&s->ws->mu);
+    pthread_mutex_unlock(&ws->mu);
     return copy;
 }
 

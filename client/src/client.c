@@ -409,7 +409,21 @@ void gs_client_close(gs_client *c)
         return;
     atomic_store(&c->closing, 1);
     /* WebSocket connections first: their pending calls complete (with CONNECTION_ERROR)
-     * before the HTTP worker they might reach goes away. */
+     * before the HTTP worker they might reach goes away. Every I/O thread stops before any
+     * connection is freed, since one may be moving a subscription to another (cl_ws_sub.c);
+     * no connection is made once `closing` is set (cl_db_ws checks it under db.mu). */
+    for (size_t i = 0; i < c->ndbs; i++) {
+        gs_client_db *db = c->dbs[i];
+        for (size_t k = 0;; k++) {
+            pthread_mutex_lock(&db->mu);
+            cl_ws *ws = k < db->ntargets ? db->targets[k].ws : NULL;
+            int more = k < db->ntargets;
+            pthread_mutex_unlock(&db->mu);
+            if (!more)
+                break;
+            cl_ws_stop(ws);
+        }
+    }
     for (size_t i = 0; i < c->ndbs; i++)
         for (size_t k = 0; k < c->dbs[i]->ntargets; k++) {
             cl_ws_free(c->dbs[i]->targets[k].ws);
@@ -514,6 +528,15 @@ cl_ws *cl_db_ws(gs_client_db *db, cl_endpoint *ep, gs_error *err)
     }
     pthread_mutex_unlock(&db->mu);
     return ws;
+}
+
+void cl_db_wake_all(gs_client_db *db)
+{
+    pthread_mutex_lock(&db->mu);
+    for (size_t i = 0; i < db->ntargets; i++)
+        if (db->targets[i].ws)
+            cl_ws_wake(db->targets[i].ws);
+    pthread_mutex_unlock(&db->mu);
 }
 
 /* ---------------------------------------------------------------------------------------

@@ -347,3 +347,29 @@ Test(hlc, load_seeds_from_meta_log_and_column_versions)
     gs_conn_close(conn);
     gs_test_rmtree(tmpdir);
 }
+
+/* The encoder writes stamps directly; printf's rules are the reference, truncation included. */
+Test(hlc, encode_matches_printf_everywhere)
+{
+    static const int64_t walls[] = {
+        0, 1, 0xabcdef, 1700000000000, 0xffffffffffffLL, 0x1000000000000LL, -1, INT64_MAX};
+    static const uint32_t logicals[] = {0, 1, 0xabc, 0xffff, 0x10000, 0xffffffffu};
+    static const char *const nodes[] = {"", "n", "node-a", "a-b-c", NULL};
+    static const size_t caps[] = {1, 5, 18, 19, 20, 24, 25, 64};
+    for (size_t w = 0; w < sizeof walls / sizeof walls[0]; w++)
+        for (size_t l = 0; l < sizeof logicals / sizeof logicals[0]; l++)
+            for (size_t k = 0; k < sizeof nodes / sizeof nodes[0]; k++)
+                for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++) {
+                    char got[64], want[64];
+                    memset(got, 'x', sizeof got);
+                    memset(want, 'x', sizeof want);
+                    size_t n = gs_hlc_encode(walls[w], logicals[l], nodes[k], got, caps[c]);
+                    int m = snprintf(want, caps[c], "%012llx-%04x-%s", (unsigned long long)walls[w],
+                                     (unsigned)logicals[l], nodes[k] ? nodes[k] : "");
+                    cr_assert_eq(n, (size_t)m, "length for %lld/%u/%s/%zu", (long long)walls[w],
+                                 logicals[l], nodes[k] ? nodes[k] : "(null)", caps[c]);
+                    cr_assert_eq(memcmp(got, want, sizeof got), 0, "bytes for %lld/%u/%s/%zu",
+                                 (long long)walls[w], logicals[l], nodes[k] ? nodes[k] : "(null)",
+                                 caps[c]);
+                }
+}

@@ -8,7 +8,11 @@
  * reconnection with exponential backoff while subscriptions exist, subscription resume from
  * the last seq and epoch (a lost cursor is reported to the caller as a RESYNC event), and
  * topology-aware routing (a static primary + replicas list, or coordinator discovery through
- * GET /db/{id}/cluster; read preference primary / replica / nearest).
+ * GET /db/{id}/cluster; read preference primary / replica / nearest). In coordinator mode
+ * subscriptions and live queries follow routing changes: when the metadata no longer lists
+ * the endpoint one runs on, it moves to the endpoint routing names now and restarts live
+ * there (a RESYNC event with `migrated` set), or ends with an ERROR event when none can
+ * serve it.
  *
  * Values are the tagged union of <gatestream/value.h>: integers beyond +/-(2^53-1) and blobs
  * travel as the spec's envelopes and come back as GS_VALUE_INT / GS_VALUE_BLOB.
@@ -480,15 +484,18 @@ GS_CLIENT_API gs_status gs_client_execute_async(gs_client_db *db, const char *sq
 typedef enum gs_client_event_kind {
     GS_CLIENT_EVENT_CHANGE = 1, /**< a change event */
     /** The server could not resume from the cursor (its history no longer holds it, or the
-     * epoch changed: the database was replaced): the subscription continues live, and the
-     * caller must treat what it held as stale and re-read the table. */
+     * epoch changed: the database was replaced), or (`migrated` set) a routing change moved
+     * the subscription to another node, where it restarted live: the subscription
+     * continues live, and the caller must treat what it held as stale and re-read the
+     * table. */
     GS_CLIENT_EVENT_RESYNC = 2,
     /** The connection dropped; the library is reconnecting (events resume after). */
     GS_CLIENT_EVENT_DISCONNECTED = 3,
     /** Resubscribed after a reconnect from the last seq without a gap. */
     GS_CLIENT_EVENT_RESUMED = 4,
-    /** The subscription ended for good (refused on restore, 4401/4403, client closing):
-     * `error` says why; no further events follow. */
+    /** The subscription ended for good (refused on restore, 4401/4403, client closing,
+     * routing that names no endpoint able to serve it): `error` says why; no further
+     * events follow. */
     GS_CLIENT_EVENT_ERROR = 5,
 } gs_client_event_kind;
 
@@ -513,6 +520,13 @@ typedef struct gs_client_event {
     /* every kind */
     const char *epoch;     /**< the subscription's epoch (NULL before the first subscribed) */
     const gs_error *error; /**< GS_CLIENT_EVENT_ERROR, DISCONNECTED: why */
+    /* GS_CLIENT_EVENT_RESYNC */
+    /** 1 when the resync is a migration (coordinator mode): routing no longer listed the
+     * endpoint the subscription ran on, so it was re-established, with the same id and
+     * filter and the same gs_client_sub handle, live on `endpoint`; changes made while it
+     * moved may be missing, and seq / epoch are the new node's. */
+    int migrated;
+    const char *endpoint; /**< migrated: the base URL the subscription runs on now */
 } gs_client_event;
 
 typedef void (*gs_client_event_fn)(void *user, const gs_client_event *ev);
@@ -533,6 +547,19 @@ typedef struct gs_client_sub gs_client_sub;
  * all rows). Waits for the server's `subscribed`; then `fn` runs on the connection's I/O
  * thread for every event, in seq order. Across reconnects the library resubscribes with
  * the same id and filter from the highest seq delivered and the epoch.
+ *
+ * Coordinator mode (06-client "when routing changes, active subscriptions migrate"): the
+ * subscription is routed like a read. Whenever discovery installs routing with another
+ * fingerprint, and before reconnecting after its connection closed (not refused), the
+ * library checks whether routing still lists its endpoint as the primary or a readable
+ * endpoint. If not, it unsubscribes there and subscribes again, same id and filter, live (no
+ * sinceSeq / epoch: the new node's sequence space is another one) on the endpoint a read
+ * would go to now; the handle stays valid, and once the new node confirms, `fn` gets a
+ * RESYNC event with `migrated` = 1. If routing names no endpoint that can serve it, `fn`
+ * gets an ERROR event (ROUTING_ERROR, or the routing error met) and nothing more. When no
+ * endpoint answers discovery, routing is kept and the reconnect goes on with backoff.
+ * Events then run on the new connection's I/O thread. A live query moves the same way (an
+ * update with `revalidating` set, then the rows read afresh on the new endpoint).
  */
 GS_CLIENT_API gs_status gs_client_subscribe(gs_client_db *db, const char *table,
                                             const gs_client_params *filter,

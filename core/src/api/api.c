@@ -9,6 +9,7 @@
 #include "body.h"
 #include "metrics.h"
 #include "route.h"
+#include "status.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -331,6 +332,11 @@ static void serve_health_ready(api_call *c)
     if (h.section.len) {
         gs_buf_puts(&b, ",\"replication\":");
         gs_buf_append(&b, h.section.data, h.section.len);
+    }
+    if (c->api->sources_json) {
+        /* the node's replication sources (issue 8): state, position and last error of each */
+        gs_buf_puts(&b, ",\"sources\":");
+        c->api->sources_json(c->api->sources_user, NULL, &b);
     }
     gs_buf_puts(&b, "}");
     if (b.oom || h.section.oom)
@@ -685,6 +691,79 @@ static void serve_metrics(api_call *c, const gs_request *req)
     gs_buf_free(&b);
 }
 
+/* ---- GET /status and /status.json (server.status_page) ---- */
+
+#ifndef GS_VERSION
+#define GS_VERSION "unknown"
+#endif
+
+/* The page may run its own inline script and style and reach this origin only. */
+static const char status_csp[] =
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'";
+
+static void serve_status(api_call *c, const gs_request *req, gs_route_action action)
+{
+    gs_api *api = c->api;
+    if (!api->status_page) {
+        c->m_route = GS_METRICS_ROUTE_UNMATCHED; /* exactly like a path no route matches */
+        respond_code(c, "NOT_FOUND", "no route for this path%s", "");
+        return;
+    }
+    gs_error err;
+    gs_error_init(&err);
+    /* the authentication of the data routes: the same hook chain, no database named */
+    gs_auth_context actx = {.struct_size = sizeof actx,
+                            .method = req->method,
+                            .path = action == GS_ROUTE_STATUS_PAGE ? "/status" : "/status.json",
+                            .headers = req->headers,
+                            .header_count = req->header_count,
+                            .remote_address = req->remote_address};
+    if (gs_api_authenticate(api, &actx, &c->identity, &err) != GS_OK) {
+        respond_error(c, &err);
+        return;
+    }
+    if (action == GS_ROUTE_STATUS_JSON) {
+        gs_status_node node = {.id = api->node_id,
+                               .version = GS_VERSION,
+                               .started_unix_ms = api->started_unix_ms,
+                               .sources_json = api->sources_json,
+                               .sources_user = api->sources_user};
+        gs_buf b;
+        gs_buf_init(&b);
+        if (gs_status_json(api->reg, &node, api->metrics, &b, &err) != GS_OK)
+            respond_error(c, &err);
+        else
+            respond(c, 200, b.data, b.len, NULL);
+        gs_buf_free(&b);
+        return;
+    }
+    size_t len;
+    const char *page = gs_status_page_html(&len);
+    gs_header h[8];
+    size_t n = cors_headers(api, c->origin, h, 4);
+    h[n].name = "Content-Security-Policy";
+    h[n++].value = status_csp;
+    h[n].name = "Cache-Control";
+    h[n++].value = "no-store";
+    h[n].name = "X-Content-Type-Options";
+    h[n++].value = "nosniff";
+    gs_response r = {.struct_size = sizeof r,
+                     .status = 200,
+                     .headers = h,
+                     .header_count = n,
+                     .content_type = "text/html; charset=utf-8",
+                     .body = page,
+                     .body_len = len};
+    if (api->metrics)
+        gs_metrics_http(api->metrics, c->m_route, c->m_method, 200,
+                        gs_metrics_now_ns() - c->started_ns);
+    c->complete(c->user, &r);
+    call_free(c);
+    gs_api_inflight_done(api);
+}
+
 static const char *header_get(const gs_request *req, const char *name)
 {
     for (size_t i = 0; i < req->header_count; i++)
@@ -739,7 +818,7 @@ gs_status gs_api_submit(gs_api *api, const gs_request *req)
     gs_route rt;
     gs_error err;
     gs_error_init(&err);
-    if (api->metrics && is_metrics_request(req)) {
+    if (api->metrics_route && is_metrics_request(req)) {
         c->m_route = GS_METRICS_ROUTE_METRICS;
         serve_metrics(c, req);
         return GS_OK;
@@ -753,6 +832,8 @@ gs_status gs_api_submit(gs_api *api, const gs_request *req)
     case GS_ROUTE_HEALTH: respond_json(c, 200, "{\"status\":\"ok\"}"); break;
     case GS_ROUTE_HEALTH_READY: serve_health_ready(c); break;
     case GS_ROUTE_CAPABILITIES: serve_capabilities(c); break;
+    case GS_ROUTE_STATUS_PAGE:
+    case GS_ROUTE_STATUS_JSON: serve_status(c, req, rt.action); break;
     default: serve_db(c, req, &rt); break;
     }
     gs_route_clear(&rt);
@@ -774,7 +855,16 @@ gs_status gs_api_new(const gs_api_options *opts, gs_registry *registry, gs_api *
     api->cors.max_age = opts->cors.max_age;
     api->cors.origin_count = 0;
     int oom = 0;
-    if (opts->metrics_enabled && !(api->metrics = gs_metrics_new(opts->metrics_authenticate)))
+    /* the status page shows request rates from the same counters */
+    if ((opts->metrics_enabled || opts->status_page) &&
+        !(api->metrics = gs_metrics_new(opts->metrics_authenticate)))
+        oom = 1;
+    api->metrics_route = opts->metrics_enabled;
+    api->status_page = opts->status_page;
+    api->sources_json = opts->sources_json;
+    api->sources_user = opts->sources_user;
+    api->started_unix_ms = gs_status_now_unix_ms();
+    if (!(api->node_id = gs_strdup(opts->node_id ? opts->node_id : "")))
         oom = 1;
     if (opts->cors.origin_count &&
         !(opts->cors.origin_count == 1 && strcmp(opts->cors.origins[0], "*") == 0)) {
@@ -856,6 +946,7 @@ void gs_api_free(gs_api *api)
     gs_free(api->cors.headers);
     gs_free(api->hooks);
     gs_metrics_free(api->metrics);
+    gs_free(api->node_id);
     gs_api_backup_free(api);
     gs_operations_free(api->ops);
     pthread_mutex_destroy(&api->mu);

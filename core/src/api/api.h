@@ -14,6 +14,7 @@
 #include <gatestream/host.h>
 #include <gatestream/hook.h>
 
+#include "../base/buf.h"
 #include "../db/registry.h"
 #include "operations.h"
 
@@ -45,6 +46,12 @@ typedef struct gs_api_options {
     gs_operations *operations; /* may be NULL; the api takes it */
     int metrics_enabled;       /* serve GET /metrics (else it is 404 NOT_FOUND) */
     int metrics_authenticate;  /* run the authenticate hook chain before answering it */
+    int status_page;           /* serve GET /status and /status.json (else 404 NOT_FOUND) */
+    const char *node_id;       /* node.id, shown by the status page (copied; NULL = "") */
+    /* The node's replication sources as a JSON array, those of database db_id (NULL: every
+     * database), for /status.json and /health/ready (any thread, no I/O; NULL: none) */
+    void (*sources_json)(void *user, const char *db_id, gs_buf *out);
+    void *sources_user;
     /* POST /db/{id}/backup/restore: open database `id` again with the settings it was
      * configured with, after its file was rebuilt (any thread; NULL: restores cannot reopen) */
     gs_status (*reopen)(void *user, const char *id, gs_error *err);

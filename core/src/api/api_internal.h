@@ -45,8 +45,15 @@ struct gs_api {
      * close every session with 1013 (begin_shutdown); stop the worker (free). Under mu. */
     void (*ws_shutdown)(gs_api *api);
     void (*ws_free)(gs_api *api);
-    struct gs_metrics *metrics; /* request counters; NULL when server.metrics is off */
-    gs_api_backup *backup;      /* the backup routes' worker and restore records (api_backup.c) */
+    struct gs_metrics *metrics; /* request counters; NULL when server.metrics and
+                                   server.status_page are both off */
+    int metrics_route;          /* serve GET /metrics (server.metrics.enabled) */
+    int status_page;            /* serve GET /status and /status.json */
+    void (*sources_json)(void *user, const char *db_id, gs_buf *out); /* gs_api_options */
+    void *sources_user;
+    char *node_id;           /* for the status page */
+    int64_t started_unix_ms; /* when the api started, for the status page */
+    gs_api_backup *backup;   /* the backup routes' worker and restore records (api_backup.c) */
 };
 
 /** Count one unit of work in flight (gs_api_wait_idle waits for it). */

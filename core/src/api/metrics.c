@@ -11,6 +11,7 @@
 
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -45,6 +46,8 @@ static const char *const route_names[GS_METRICS_ROUTE_COUNT] = {
     [GS_ROUTE_BACKUP_RESTORE] = "/db/{id}/backup/restore",
     [GS_ROUTE_BACKUP_RESTORE_STATUS] = "/db/{id}/backup/restore",
     [GS_ROUTE_CLUSTER] = "/db/{id}/cluster",
+    [GS_ROUTE_STATUS_PAGE] = "/status",
+    [GS_ROUTE_STATUS_JSON] = "/status.json",
     [GS_METRICS_ROUTE_PREFLIGHT] = "preflight",
     [GS_METRICS_ROUTE_METRICS] = "/metrics",
 };
@@ -75,6 +78,8 @@ static const char *const route_methods[GS_METRICS_ROUTE_COUNT] = {
     [GS_ROUTE_BACKUP_RESTORE] = "POST",
     [GS_ROUTE_BACKUP_RESTORE_STATUS] = "GET",
     [GS_ROUTE_CLUSTER] = "GET",
+    [GS_ROUTE_STATUS_PAGE] = "GET",
+    [GS_ROUTE_STATUS_JSON] = "GET",
     [GS_METRICS_ROUTE_PREFLIGHT] = "OPTIONS",
     [GS_METRICS_ROUTE_METRICS] = "GET",
 };
@@ -175,6 +180,34 @@ void gs_metrics_http(gs_metrics *m, int route, int method, int status, int64_t d
                               memory_order_relaxed);
 }
 
+const char *gs_metrics_route_name(int route)
+{
+    return route >= 0 && route < GS_METRICS_ROUTE_COUNT ? route_names[route] : NULL;
+}
+
+const char *gs_metrics_route_method(int route)
+{
+    return route >= 0 && route < GS_METRICS_ROUTE_COUNT && route_methods[route]
+               ? route_methods[route]
+               : "any";
+}
+
+uint64_t gs_metrics_route_total(gs_metrics *m, int route)
+{
+    if (!m || route < 0 || route >= GS_METRICS_ROUTE_COUNT)
+        return 0;
+    uint64_t total = 0;
+    for (size_t me = 0; me < NMETHODS; me++)
+        for (size_t st = 0; st < NSTATUS; st++)
+            total += atomic_load_explicit(&m->requests[route][me][st], memory_order_relaxed);
+    return total;
+}
+
+double gs_metrics_uptime_s(const gs_metrics *m)
+{
+    return m ? (double)(gs_metrics_now_ns() - m->started_ns) / 1e9 : 0;
+}
+
 void gs_metrics_ws(gs_metrics *m, int type, int accepted)
 {
     if (!m)
@@ -194,6 +227,8 @@ typedef struct db_snap {
     double size_bytes, wal_bytes;
     int has_backup; /* the database runs a backup cycle (backup_cycle.h) */
     gs_backup_metrics backup;
+    int has_log; /* the database has a measured change log (cdc.h) */
+    gs_change_log_stats log;
 } db_snap;
 
 typedef struct db_list {
@@ -239,6 +274,8 @@ static void snap_one(void *user, gs_database *db)
     s->subscribers = gs_db_cdc_subscriber_count(db);
     s->size_bytes = file_size(gs_db_path(db), "");
     s->wal_bytes = file_size(gs_db_path(db), "-wal");
+    gs_error lerr;
+    s->has_log = gs_db_change_log_stats(db, &s->log, &lerr) == GS_OK && s->log.changes >= 0;
     gs_backup_cycle *bc = gs_db_backup_cycle(db);
     if (bc) {
         s->has_backup = 1;
@@ -360,6 +397,54 @@ static void render_backups(const db_list *l, gs_buf *b)
     }
 }
 
+/* The change log's size and retention (cdc.h), for databases whose log was measured. */
+static void render_log(const db_list *l, gs_buf *b)
+{
+    static const char *const dkey[] = {"db"};
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+    } fam[] = {
+        {"gatestream_repl_log_changes", "gauge",
+         "Rows in the change log (replication and CDC), at the last retention pass.",
+         offsetof(gs_change_log_stats, changes)},
+        {"gatestream_repl_log_bytes", "gauge",
+         "Estimated size of the change log in bytes (its rows' text lengths plus 32 per row), "
+         "at the last retention pass.",
+         offsetof(gs_change_log_stats, bytes)},
+        {"gatestream_repl_log_max_bytes", "gauge",
+         "The change log's size bound, databases[].cdc.max_log_bytes (0 = unbounded).",
+         offsetof(gs_change_log_stats, max_bytes)},
+        {"gatestream_repl_log_pruned_seq", "gauge",
+         "The highest seq retention deleted; a replica behind it resyncs.",
+         offsetof(gs_change_log_stats, pruned_seq)},
+        {"gatestream_repl_log_compacted_total", "counter",
+         "Changes deleted by compaction (superseded by a later change to the same row) since "
+         "the database opened.",
+         offsetof(gs_change_log_stats, compacted_total)},
+        {"gatestream_repl_log_pruned_total", "counter",
+         "Changes pruned past the size bound while a replica still needed them, since the "
+         "database opened.",
+         offsetof(gs_change_log_stats, forced_total)},
+    };
+    int any = 0;
+    for (size_t i = 0; i < l->count; i++)
+        any |= l->items[i].has_log;
+    if (!any)
+        return;
+    for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+        gs_prom_family(b, fam[f].name, fam[f].type, fam[f].help);
+        for (size_t i = 0; i < l->count; i++) {
+            if (!l->items[i].has_log)
+                continue;
+            int64_t v;
+            memcpy(&v, (const char *)&l->items[i].log + fam[f].off, sizeof v);
+            gs_prom_sample(b, fam[f].name, dkey, (const char *const[]){l->items[i].id}, 1,
+                           (double)v);
+        }
+    }
+}
+
 static void render_dbs(const db_list *l, gs_buf *b)
 {
     static const char *const keys[] = {"db"};
@@ -402,6 +487,7 @@ static void render_dbs(const db_list *l, gs_buf *b)
     for (size_t i = 0; i < l->count; i++)
         gs_prom_sample(b, "gatestream_db_wal_size_bytes", keys,
                        (const char *const[]){l->items[i].id}, 1, l->items[i].wal_bytes);
+    render_log(l, b);
     render_backups(l, b);
 }
 

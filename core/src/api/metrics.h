@@ -9,7 +9,8 @@
  *    status (HTTP) or message type and outcome (WebSocket), updated lock-free with relaxed
  *    atomics and no allocation on the request path (any I/O or database thread), and read by
  *    gs_metrics_render at scrape time, which also reads each open database's counters
- *    (gs_db_get_stats), its pending writes, CDC subscribers and file sizes.
+ *    (gs_db_get_stats), its pending writes, CDC subscribers, file sizes and change log size
+ *    (gs_db_change_log_stats).
  *
  * Ownership: gs_metrics_new allocates the counters once; gs_metrics_free releases them. The
  * registry passed to gs_metrics_render is borrowed.
@@ -56,7 +57,7 @@ typedef struct gs_metrics gs_metrics;
 /** Route slots beyond gs_route_action: a path no route matched, CORS preflight, /metrics. */
 enum {
     GS_METRICS_ROUTE_UNMATCHED = 0,
-    GS_METRICS_ROUTE_PREFLIGHT = GS_ROUTE_CLUSTER + 1,
+    GS_METRICS_ROUTE_PREFLIGHT = GS_ROUTE_STATUS_JSON + 1,
     GS_METRICS_ROUTE_METRICS,
     GS_METRICS_ROUTE_COUNT
 };
@@ -73,6 +74,16 @@ int64_t gs_metrics_now_ns(void);
 
 /** Count one HTTP answer: route slot, method slot, status, and its duration. Lock-free. */
 void gs_metrics_http(gs_metrics *m, int route, int method, int status, int64_t duration_ns);
+
+/** The route label of a slot (its pattern, e.g. "/db/{id}/query"), or NULL out of range. */
+const char *gs_metrics_route_name(int route);
+/** The one method a slot answers ("GET", "POST", "OPTIONS"; "any" for unmatched). */
+const char *gs_metrics_route_method(int route);
+/** HTTP answers counted so far for one route slot, over every method and status (0 out of
+ * range). Lock-free; any thread (the status page, status.c). */
+uint64_t gs_metrics_route_total(gs_metrics *m, int route);
+/** Seconds since gs_metrics_new. */
+double gs_metrics_uptime_s(const gs_metrics *m);
 
 /** Count one WebSocket message: its gs_ws_type (0 = unrecognised), accepted or refused. */
 void gs_metrics_ws(gs_metrics *m, int type, int accepted);

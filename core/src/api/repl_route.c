@@ -100,7 +100,7 @@ gs_status gs_api_repl_submit(gs_database *db, const gs_db_request *req, json_t *
     if (!e)
         return gs_db_submit(db, req, err);
     gs_repl_write_route route;
-    if (gs_repl_route_write(e, req->kind, req->stmt_count, &route, err) != GS_OK)
+    if (gs_repl_route_request(e, req, &route, err) != GS_OK)
         return GS_ERROR;
     if (route == GS_REPL_WRITE_FORWARD)
         return gs_repl_forward(e, req, err);

@@ -85,6 +85,14 @@ gs_status gs_route_match(const char *method, const char *path, gs_route *out)
         out->action = GS_ROUTE_CAPABILITIES;
         return GS_OK;
     }
+    if (get && plen == 7 && strncmp(path, "/status", 7) == 0) {
+        out->action = GS_ROUTE_STATUS_PAGE;
+        return GS_OK;
+    }
+    if (get && plen == 12 && strncmp(path, "/status.json", 12) == 0) {
+        out->action = GS_ROUTE_STATUS_JSON;
+        return GS_OK;
+    }
     if (plen <= 4 || strncmp(path, "/db/", 4) != 0)
         return GS_ERROR;
     const char *id = path + 4;

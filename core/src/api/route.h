@@ -30,6 +30,8 @@ typedef enum gs_route_action {
     GS_ROUTE_BACKUP_RESTORE,        /* POST /backup/restore */
     GS_ROUTE_BACKUP_RESTORE_STATUS, /* GET /backup/restore */
     GS_ROUTE_CLUSTER,               /* GET /cluster */
+    GS_ROUTE_STATUS_PAGE,           /* GET /status (server.status_page) */
+    GS_ROUTE_STATUS_JSON,           /* GET /status.json (server.status_page) */
 } gs_route_action;
 
 typedef struct gs_route {

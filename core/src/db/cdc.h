@@ -12,7 +12,8 @@
  * added changes, and the feed reads `seq > last` in order (at most 1000 rows a read) on a
  * read connection of its own and hands each change to every matching subscription. A slow
  * fallback poll catches writes made by other processes. Retention pruning deletes rows older
- * than cdc_retention_ms.
+ * than cdc_retention_ms that no consumer needs, and keeps the log under its bound
+ * (cdc_max_log_bytes / cdc_max_log_changes: compaction, then pruning; cdc_log.c).
  *
  * Threads: subscribe/unsubscribe from any thread; on_event runs on the database's feed
  * thread, in seq order per subscription, and must not block (queue and wake instead).
@@ -75,5 +76,28 @@ void gs_db_cdc_position(gs_database *db, char epoch[64], uint64_t *max_seq);
 
 /** Subscribers now active (for /metrics and tests). */
 int gs_db_cdc_subscriber_count(gs_database *db);
+
+/**
+ * The change log's size and retention (databases[].cdc.max_log_bytes, max_log_changes,
+ * log_warn_bytes). Measured by the retention pass on the writer (every few percent of the
+ * bound the log grows, and at least every minute): `changes` is exact, `bytes` an estimate
+ * (the lengths of each row's text columns plus 32 per row, summed as rows are added and
+ * deleted, and measured afresh every 64 passes). -1 when not measured yet.
+ */
+typedef struct gs_change_log_stats {
+    int64_t changes;         /**< rows in _sirannon_changes (-1 = not measured yet) */
+    int64_t bytes;           /**< estimated bytes (-1 = not measured yet) */
+    int64_t pruned_seq;      /**< the highest seq retention deleted (0 = none) */
+    int64_t max_bytes;       /**< the byte bound (0 = unbounded) */
+    int64_t max_changes;     /**< the row bound (0 = unbounded) */
+    int64_t warn_bytes;      /**< the warning mark (0 = none) */
+    int64_t compacted_total; /**< changes deleted by compaction (superseded by a later change
+                                  to the same row) since the database opened */
+    int64_t forced_total;    /**< changes pruned while a replica still needed them */
+} gs_change_log_stats;
+
+/** Fill *out. CDC_UNSUPPORTED for a database without change capture (in memory, read-only).
+ * Thread-safe, lock-free, no I/O. */
+gs_status gs_db_change_log_stats(gs_database *db, gs_change_log_stats *out, gs_error *err);
 
 #endif

@@ -84,7 +84,32 @@ typedef struct gs_cdc {
                                       and recorded in the log (gs_cdc_capture_all_refresh) */
     _Atomic uint64_t hold;       /**< retention keeps every row with a seq above this */
     _Atomic uint64_t repl_hold;  /**< likewise for replication: the lowest replica position */
+    _Atomic uint64_t repl_floor; /**< never pruned past, even over the size bound (first
+                                      syncs being served); UINT64_MAX = none */
     _Atomic uint64_t pruned_seq; /**< highest seq retention deleted (also in _sirannon_meta) */
+    /* the bounded log (cdc_log.c, retention): its measured size, written by the prune pass on
+     * the writer thread, read by anyone (gs_db_change_log_stats) */
+    _Atomic int64_t log_changes;      /**< rows in the log (-1 until first measured) */
+    _Atomic int64_t log_bytes;        /**< estimated bytes (see GS_CDC_ROW_BYTES_SQL) */
+    _Atomic uint64_t log_compacted;   /**< changes compaction deleted, in total */
+    _Atomic uint64_t log_forced;      /**< changes pruned past a replica's need, in total */
+    _Atomic uint64_t log_next_check;  /**< gs_cdc_retention_tick queues a pass at this head */
+    _Atomic uint64_t log_pass_head;   /**< the head the last pass planned from */
+    _Atomic int64_t log_pass_ms;      /**< when it ran (monotonic ms) */
+    _Atomic int log_near;             /**< it left the log within two steps of a mark: a tick
+                                           also queues a pass once a second while the head
+                                           moves, so a log that stops growing just past its
+                                           bound does not stay there */
+    uint64_t log_counted_upto;        /**< writer: rows up to this seq are in the counts */
+    int log_passes;                   /**< writer: passes since the last full measure */
+    int64_t log_recent_avg;           /**< writer: bytes per row added since the pass before */
+    uint64_t log_compact_top;         /**< writer: changes up to this seq were compacted
+                                           against everything before them */
+    int log_over_warn;                /**< writer: the last pass found it past the warn mark */
+    int64_t log_reported_ms;          /**< writer: when compaction was last logged */
+    int64_t log_forced_reported_ms;   /**< writer: when pruning past a replica was */
+    int64_t log_unreported_compacted; /**< writer: compacted since that line */
+    int64_t log_unreported_forced;    /**< writer: pruned past a replica since that line */
     gs_hlc clock;
     uint64_t rng[2]; /**< writer thread: transaction ids */
 
@@ -198,6 +223,10 @@ void gs_cdc_wake(gs_cdc *cdc);
 void gs_cdc_queue_prune(gs_cdc *cdc);
 /** Prune now and wait (tests, operators). */
 gs_status gs_cdc_prune_now(gs_database *db, gs_error *err);
+/** The replication engine's timer (any thread, cheap): queue a retention pass when the log
+ * grew past the point the last pass set (a step of the configured bound), so the bound holds
+ * between the feed's periodic passes. head = the highest committed seq. */
+void gs_cdc_retention_tick(gs_cdc *cdc, uint64_t head);
 
 /** The database's HLC (stamps local writes; replication merges remote stamps into it with
  * gs_hlc_receive). NULL for in-memory and read-only databases. Seeded from the file when

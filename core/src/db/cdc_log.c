@@ -147,9 +147,18 @@ gs_status gs_cdc_create(gs_database *db, gs_error *err)
     atomic_init(&cdc->nwatched, 0);
     atomic_init(&cdc->hold, UINT64_MAX);
     atomic_init(&cdc->repl_hold, UINT64_MAX);
+    atomic_init(&cdc->repl_floor, UINT64_MAX);
     atomic_init(&cdc->pruned_seq, 0);
     atomic_init(&cdc->feed_running, 0);
     atomic_init(&cdc->prune_queued, 0);
+    atomic_init(&cdc->log_changes, -1);
+    atomic_init(&cdc->log_bytes, -1);
+    atomic_init(&cdc->log_compacted, 0);
+    atomic_init(&cdc->log_forced, 0);
+    atomic_init(&cdc->log_next_check, 0);
+    atomic_init(&cdc->log_pass_head, 0);
+    atomic_init(&cdc->log_pass_ms, 0);
+    atomic_init(&cdc->log_near, 0);
     gs_buf_init(&cdc->scratch);
     random_bytes(cdc->rng, sizeof cdc->rng);
     db->cdc = cdc;
@@ -498,13 +507,12 @@ gs_status gs_cdc_max_seq(gs_conn *conn, uint64_t *out, gs_error *err)
     return rc == SQLITE_ROW ? GS_OK : GS_ERROR;
 }
 
-gs_status gs_cdc_stamp_set(gs_conn *conn, const char *node_id, const char *tx_id, const char *hlc,
-                           gs_error *err)
+/* One statement of the stamp on the writer; *changed = rows it changed. */
+static gs_status stamp_exec(gs_conn *conn, const char *sql, size_t len, const char *node_id,
+                            const char *tx_id, const char *hlc, int *changed, gs_error *err)
 {
-    static const char sql[] = "INSERT OR REPLACE INTO " GS_CDC_STAMP_TABLE
-                              " (id, node_id, tx_id, hlc) VALUES (1, ?1, ?2, ?3)";
     gs_stmt *st;
-    if (gs_conn_prepare(conn, sql, sizeof sql - 1, GS_PREP_TRUSTED, &st, err) != GS_OK) {
+    if (gs_conn_prepare(conn, sql, len, GS_PREP_TRUSTED, &st, err) != GS_OK) {
         gs_error_prefix(err, "setting the write stamp");
         return GS_ERROR;
     }
@@ -518,7 +526,25 @@ gs_status gs_cdc_stamp_set(gs_conn *conn, const char *node_id, const char *tx_id
         gs_error_prefix(err, "setting the write stamp");
         return GS_ERROR;
     }
+    *changed = (int)sqlite3_changes(gs_conn_db(conn));
     return GS_OK;
+}
+
+gs_status gs_cdc_stamp_set(gs_conn *conn, const char *node_id, const char *tx_id, const char *hlc,
+                           gs_error *err)
+{
+    /* an UPDATE once the row exists: one write to one row, which needs no statement journal
+     * (the first stamp of a transaction inserts the row) */
+    static const char upd[] =
+        "UPDATE " GS_CDC_STAMP_TABLE " SET node_id = ?1, tx_id = ?2, hlc = ?3 WHERE id = 1";
+    static const char ins[] =
+        "INSERT INTO " GS_CDC_STAMP_TABLE " (id, node_id, tx_id, hlc) VALUES (1, ?1, ?2, ?3)";
+    int changed = 0;
+    if (stamp_exec(conn, upd, sizeof upd - 1, node_id, tx_id, hlc, &changed, err) != GS_OK)
+        return GS_ERROR;
+    if (changed)
+        return GS_OK;
+    return stamp_exec(conn, ins, sizeof ins - 1, node_id, tx_id, hlc, &changed, err);
 }
 
 gs_status gs_cdc_stamp_clear(gs_conn *conn, gs_error *err)
@@ -694,7 +720,503 @@ gs_status gs_db_cdc_unwatch(gs_database *db, const char *table, gs_error *err)
     return watch_common(db, table, 1, err);
 }
 
-/* ---- retention (writer thread) ---- */
+/* ---- retention (writer thread) ----
+ *
+ * One pass runs in one transaction on the writer:
+ *  1. Time: rows older than retention_ms that no consumer needs (seq <= the lowest position of
+ *     the CDC subscriptions and of the replicas, `hold`) are deleted, as always.
+ *  2. Size: the log's rows and estimated bytes (ROW_BYTES_SQL) are kept current: rows added
+ *     since the last pass are measured and added, deleted rows subtracted; every
+ *     FULL_MEASURE_PASSES passes the row count is taken afresh (count(*), an index scan) and the
+ *     byte estimate scaled to it, which corrects drift from deletes made elsewhere.
+ *  3. Bound (max_log_bytes / max_log_changes, 0 = none): past it, the oldest rows are deleted
+ *     down to the low-water mark (LOW_WATER_PCT of the bound). Rows nobody needs go first.
+ *     When that is not enough because a replica still needs older changes, the needed range is
+ *     compacted first (compact(): a change superseded by a later change to the same row goes),
+ *     and only then are the oldest changes pruned anyway: pruned_seq records the new floor and
+ *     the replication engine tells a replica below it to resync (engine.c). Nothing a live CDC
+ *     subscription has yet to receive is ever compacted or pruned (cdc->hold).
+ *  4. log_warn_bytes: one WARN when the log passes it, one INFO when it falls back under.
+ */
+
+/* A row's estimated size: the lengths of its text columns plus a fixed overhead for the
+ * integer, the real, the operation and SQLite's record and b-tree cell headers. length() of
+ * TEXT counts characters, which for the log's JSON (ASCII but for non-ASCII text values) is
+ * the byte count or close to it. */
+#define ROW_BYTES_SQL                                                                              \
+    "(length(table_name) + length(row_id) + coalesce(length(old_data), 0) + "                      \
+    "coalesce(length(new_data), 0) + length(node_id) + length(tx_id) + length(hlc) + 32)"
+#define FULL_MEASURE_PASSES 64
+#define LOW_WATER_PCT 90
+/* A retention tick queues a pass each time the log grew by 1/STEP_DIVISOR of its bound. */
+#define STEP_DIVISOR 20
+#define STEP_MIN_ROWS 16
+
+typedef struct log_size {
+    int64_t rows, bytes;
+} log_size;
+
+typedef struct bounds {
+    int64_t max_bytes, max_rows, warn_bytes;
+} bounds;
+
+static bounds bounds_of(const gs_db_options *o)
+{
+    bounds b = {o->cdc_max_log_bytes > 0 ? o->cdc_max_log_bytes : 0,
+                o->cdc_max_log_changes > 0 ? o->cdc_max_log_changes : 0, 0};
+    if (o->cdc_log_warn_bytes > 0)
+        b.warn_bytes = o->cdc_log_warn_bytes;
+    else if (b.max_bytes > 0)
+        b.warn_bytes = b.max_bytes / 10 * 8;
+    return b;
+}
+
+static int over_bound(const bounds *b, const log_size *z)
+{
+    return (b->max_bytes > 0 && z->bytes > b->max_bytes) ||
+           (b->max_rows > 0 && z->rows > b->max_rows);
+}
+
+static gs_status retention_error(gs_conn *conn, gs_error *err, const char *what)
+{
+    return gs_error_set(err, 0, "CDC_ERROR", "retention: %s: %s", what,
+                        sqlite3_errmsg(gs_conn_db(conn)));
+}
+
+/* Rows and bytes of the rows with lo < seq <= hi; *max_seq = the highest such seq (0: none). */
+static gs_status range_size(gs_conn *conn, uint64_t lo, uint64_t hi, log_size *z, uint64_t *max_seq,
+                            gs_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    z->rows = z->bytes = 0;
+    if (max_seq)
+        *max_seq = 0;
+    if (sqlite3_prepare_v2(gs_conn_db(conn),
+                           "SELECT count(*), coalesce(sum(" ROW_BYTES_SQL "), 0), "
+                           "coalesce(max(seq), 0) FROM _sirannon_changes WHERE seq > ?1 AND "
+                           "seq <= ?2",
+                           -1, &st, NULL) != SQLITE_OK)
+        return retention_error(conn, err, "measuring the change log");
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)(lo > (uint64_t)INT64_MAX ? INT64_MAX : lo));
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)(hi > (uint64_t)INT64_MAX ? INT64_MAX : hi));
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        z->rows = sqlite3_column_int64(st, 0);
+        z->bytes = sqlite3_column_int64(st, 1);
+        if (max_seq)
+            *max_seq = (uint64_t)sqlite3_column_int64(st, 2);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW)
+        return retention_error(conn, err, "measuring the change log");
+    return GS_OK;
+}
+
+/* Delete the rows with seq <= upto (measured first, so the size stays current). */
+static gs_status delete_upto(gs_conn *conn, uint64_t upto, log_size *size, int64_t *deleted,
+                             gs_error *err)
+{
+    log_size gone;
+    *deleted = 0;
+    if (range_size(conn, 0, upto, &gone, NULL, err) != GS_OK)
+        return GS_ERROR;
+    if (gone.rows == 0)
+        return GS_OK;
+    char sql[96];
+    snprintf(sql, sizeof sql, "DELETE FROM _sirannon_changes WHERE seq <= %llu",
+             (unsigned long long)upto);
+    if (gs_cdc_exec(conn, sql, err) != GS_OK)
+        return GS_ERROR;
+    size->rows -= gone.rows;
+    size->bytes -= gone.bytes;
+    *deleted = gone.rows;
+    return GS_OK;
+}
+
+/* Bring the counts up to date (step 2 above). */
+static gs_status measure(gs_cdc *cdc, gs_conn *conn, log_size *size, uint64_t *head, gs_error *err)
+{
+    size->rows = atomic_load(&cdc->log_changes);
+    size->bytes = atomic_load(&cdc->log_bytes);
+    if (size->rows < 0) {
+        /* first pass: everything */
+        if (range_size(conn, 0, UINT64_MAX, size, head, err) != GS_OK)
+            return GS_ERROR;
+        cdc->log_counted_upto = *head;
+        cdc->log_passes = 0;
+        return GS_OK;
+    }
+    log_size added;
+    uint64_t top = 0;
+    if (range_size(conn, cdc->log_counted_upto, UINT64_MAX, &added, &top, err) != GS_OK)
+        return GS_ERROR;
+    size->rows += added.rows;
+    size->bytes += added.bytes;
+    if (added.rows > 0)
+        cdc->log_recent_avg = added.bytes / added.rows;
+    if (top > cdc->log_counted_upto)
+        cdc->log_counted_upto = top;
+    *head = cdc->log_counted_upto;
+    if (++cdc->log_passes >= FULL_MEASURE_PASSES || size->rows < 0 || size->bytes < 0) {
+        cdc->log_passes = 0;
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(gs_conn_db(conn), "SELECT count(*) FROM _sirannon_changes", -1, &st,
+                               NULL) != SQLITE_OK)
+            return retention_error(conn, err, "counting the change log");
+        int64_t rows = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+        sqlite3_finalize(st);
+        if (rows < 0)
+            return retention_error(conn, err, "counting the change log");
+        if (rows != size->rows) {
+            /* rows were deleted (or added under old seqs) elsewhere: keep the average */
+            size->bytes = size->rows > 0 && size->bytes > 0
+                              ? (int64_t)((double)size->bytes * (double)rows / (double)size->rows)
+                              : 0;
+            size->rows = rows;
+            if (rows > 0 && size->bytes == 0) {
+                log_size all;
+                if (range_size(conn, 0, UINT64_MAX, &all, NULL, err) != GS_OK)
+                    return GS_ERROR;
+                *size = all;
+            }
+        }
+    }
+    return GS_OK;
+}
+
+/* The seq up to which the oldest rows must go for the log to fall to the low-water mark of
+ * its bound, never above `limit`. 0 when nothing needs to go. */
+static gs_status cut_point(gs_conn *conn, const bounds *b, const log_size *size, uint64_t limit,
+                           uint64_t *out, gs_error *err)
+{
+    *out = 0;
+    int64_t need_rows = 0, need_bytes = 0;
+    if (b->max_rows > 0)
+        need_rows = size->rows - b->max_rows / 100 * LOW_WATER_PCT -
+                    b->max_rows % 100 * LOW_WATER_PCT / 100;
+    if (b->max_bytes > 0)
+        need_bytes = size->bytes - b->max_bytes / 100 * LOW_WATER_PCT;
+    if (need_rows <= 0 && need_bytes <= 0)
+        return GS_OK;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(gs_conn_db(conn),
+                           "SELECT seq, " ROW_BYTES_SQL " FROM _sirannon_changes WHERE seq <= ?1 "
+                           "ORDER BY seq",
+                           -1, &st, NULL) != SQLITE_OK)
+        return retention_error(conn, err, "choosing what to prune");
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)(limit > (uint64_t)INT64_MAX ? INT64_MAX : limit));
+    int64_t rows = 0, bytes = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        *out = (uint64_t)sqlite3_column_int64(st, 0);
+        rows++;
+        bytes += sqlite3_column_int64(st, 1);
+        if (rows >= need_rows && bytes >= need_bytes) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return retention_error(conn, err, "choosing what to prune");
+    return GS_OK;
+}
+
+/* The tables whose changes compaction may drop, as a JSON object {table: key column}: a table
+ * that exists now with exactly one declared key column whose type has INTEGER or TEXT
+ * affinity. Then a change's row_id is that column's value as text, which names one row (a
+ * composite key's parts are joined by '-', so 'a-b'+'c' and 'a'+'b-c' would share one; a
+ * rowid table's rowid may be changed without a trace in the row image; a key without
+ * affinity may hold 1 and '1' side by side). */
+static gs_status compactable_tables(gs_conn *conn, gs_buf *json, gs_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(gs_conn_db(conn),
+                           "SELECT m.name, count(*), max(p.name), upper(max(p.type)) FROM "
+                           "sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE "
+                           "m.type = 'table' AND p.pk > 0 AND m.name NOT LIKE '\\_sirannon%' "
+                           "ESCAPE '\\' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' GROUP BY "
+                           "m.name",
+                           -1, &st, NULL) != SQLITE_OK)
+        return retention_error(conn, err, "reading the tables' keys");
+    gs_buf_putc(json, '{');
+    int first = 1, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(st, 0);
+        const char *col = (const char *)sqlite3_column_text(st, 2);
+        const char *type = (const char *)sqlite3_column_text(st, 3);
+        if (sqlite3_column_int64(st, 1) != 1 || !gs_cdc_identifier_ok(t) ||
+            !gs_cdc_identifier_ok(col) || !type)
+            continue;
+        int integer = strstr(type, "INT") != NULL;
+        int text =
+            !integer && (strstr(type, "CHAR") || strstr(type, "CLOB") || strstr(type, "TEXT"));
+        if (!integer && !text)
+            continue;
+        gs_buf_printf(json, "%s\"%s\":\"%s\"", first ? "" : ",", t, col);
+        first = 0;
+    }
+    sqlite3_finalize(st);
+    gs_buf_putc(json, '}');
+    if (rc != SQLITE_DONE)
+        return retention_error(conn, err, "reading the tables' keys");
+    if (json->oom)
+        return gs_error_set(err, 0, "CDC_ERROR", "retention: out of memory");
+    return GS_OK;
+}
+
+/* A change's key is a plain value (not a tagged big integer or blob) and, for an update, the
+ * same before and after: `x` is the change's alias, `k` the json_each row of its table. */
+#define PLAIN_KEY_SQL(x)                                                                           \
+    "json_type(coalesce(" x ".new_data, " x ".old_data), '$.\"' || k.value || '\"') IN "           \
+    "('integer', 'real', 'text') AND (" x ".operation <> 'UPDATE' OR json_extract(" x              \
+    ".old_data, '$.\"' || k.value || '\"') IS json_extract(" x ".new_data, '$.\"' || k.value "     \
+    "|| '\"'))"
+
+/*
+ * Compaction: delete every change c with lo < seq <= hi that a later change n to the same row
+ * supersedes for any consumer, wherever it stands. Rows are named by (table_name, row_id) of a
+ * compactable table (compactable_tables) and carry full row images. c goes when a later n of
+ * the same row and the same origin (a consumer that reads c reads n) exists and
+ *   - n is a delete (whatever c is: the row ends absent for everyone), or
+ *   - c and n are both updates (n's full image replaces c's; a consumer without the row
+ *     skips both).
+ * Kept: an insert followed only by updates (a consumer that lacks the row needs the insert,
+ * since an update of an absent row is skipped), the newest change of each row, every DDL row,
+ * an update that changed the key and every change after it of the rows involved (n must not be
+ * such an update either), changes of other tables. The rules are closed under chains (c
+ * superseded by n superseded by m means c is superseded by m), so deleting them all at once is
+ * the same as one at a time. What is left per row is at most its last delete, the insert after
+ * it and its newest update; applied from any position, in seq order, it ends in the same row.
+ * DDL: only the range after the last DDL statement that is not CREATE TABLE, CREATE [UNIQUE]
+ * INDEX, DROP INDEX or ALTER TABLE ... ADD COLUMN is compacted, so the key columns read now are
+ * those every compacted change was written under.
+ */
+static gs_status compact(gs_cdc *cdc, gs_conn *conn, uint64_t lo, uint64_t hi, uint64_t head,
+                         log_size *size, int64_t *deleted, gs_error *err)
+{
+    *deleted = 0;
+    if (hi <= lo)
+        return GS_OK;
+    sqlite3 *sdb = gs_conn_db(conn);
+    sqlite3_stmt *st = NULL;
+    /* compaction looks each change's successors up by row: the index the applier uses
+     * (repl/log.c creates it too, when replication starts on an existing log). Built here the
+     * first time the bound needs compaction, so a log that never does pays nothing for it. */
+    int indexed = 0;
+    if (sqlite3_prepare_v2(sdb,
+                           "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = "
+                           "'idx__sirannon_changes_row'",
+                           -1, &st, NULL) != SQLITE_OK)
+        return retention_error(conn, err, "looking for the change log's row index");
+    indexed = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    if (!indexed) {
+        gs_log(GS_LOG_INFO, "cdc", "database '%s': indexing the change log by row, for compaction",
+               cdc->db->id);
+        if (gs_cdc_exec(conn,
+                        "CREATE INDEX IF NOT EXISTS idx__sirannon_changes_row ON "
+                        "_sirannon_changes (table_name, row_id)",
+                        err) != GS_OK)
+            return GS_ERROR;
+    }
+    if (sqlite3_prepare_v2(
+            sdb,
+            "SELECT coalesce(max(seq), 0) FROM _sirannon_changes WHERE table_name = '__ddl__' "
+            "AND seq > ?1 AND NOT (ltrim(upper(json_extract(new_data, '$.ddlStatement'))) LIKE "
+            "'CREATE TABLE %' OR ltrim(upper(json_extract(new_data, '$.ddlStatement'))) LIKE "
+            "'CREATE INDEX %' OR ltrim(upper(json_extract(new_data, '$.ddlStatement'))) LIKE "
+            "'CREATE UNIQUE INDEX %' OR ltrim(upper(json_extract(new_data, '$.ddlStatement'))) "
+            "LIKE 'DROP INDEX %' OR (ltrim(upper(json_extract(new_data, '$.ddlStatement'))) "
+            "LIKE 'ALTER TABLE % ADD COLUMN %' AND upper(json_extract(new_data, "
+            "'$.ddlStatement')) NOT LIKE '% RENAME %'))",
+            -1, &st, NULL) != SQLITE_OK)
+        return retention_error(conn, err, "finding the last schema change");
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)lo);
+    uint64_t barrier = 0;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        barrier = (uint64_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (barrier > lo)
+        lo = barrier;
+    if (hi <= lo)
+        return GS_OK;
+    gs_buf tables;
+    gs_buf_init(&tables);
+    if (compactable_tables(conn, &tables, err) != GS_OK) {
+        gs_buf_free(&tables);
+        return GS_ERROR;
+    }
+    if (!tables.data || strcmp(tables.data, "{}") == 0) {
+        gs_buf_free(&tables);
+        return GS_OK;
+    }
+    /* driven by the superseding change n: only rows added since the last compaction
+     * (log_compact_top) can supersede anything not yet compacted */
+    static const char sql[] =
+        "DELETE FROM _sirannon_changes WHERE seq IN (SELECT c.seq FROM _sirannon_changes AS n "
+        "JOIN json_each(?3) AS k ON k.key = n.table_name JOIN _sirannon_changes AS c ON "
+        "c.table_name = n.table_name AND c.row_id = n.row_id AND c.seq < n.seq WHERE n.seq > ?4 "
+        "AND c.seq > ?1 AND c.seq <= ?2 AND c.node_id = n.node_id AND c.operation IN ('INSERT', "
+        "'UPDATE', 'DELETE') AND (n.operation = 'DELETE' OR (n.operation = 'UPDATE' AND "
+        "c.operation = 'UPDATE')) AND " PLAIN_KEY_SQL("c") " AND " PLAIN_KEY_SQL(
+            "n") ") "
+                 "RETURNING " ROW_BYTES_SQL;
+    gs_status rc = GS_OK;
+    if (sqlite3_prepare_v2(sdb, sql, sizeof sql - 1, &st, NULL) != SQLITE_OK) {
+        gs_buf_free(&tables);
+        return retention_error(conn, err, "compacting the change log");
+    }
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)lo);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)(hi > (uint64_t)INT64_MAX ? INT64_MAX : hi));
+    sqlite3_bind_text(st, 3, tables.data, -1, SQLITE_STATIC);
+    uint64_t from = cdc->log_compact_top > lo ? cdc->log_compact_top : lo;
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)from);
+    int step;
+    int64_t rows = 0, bytes = 0;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        rows++;
+        bytes += sqlite3_column_int64(st, 0);
+    }
+    if (step != SQLITE_DONE)
+        rc = retention_error(conn, err, "compacting the change log");
+    sqlite3_finalize(st);
+    gs_buf_free(&tables);
+    if (rc == GS_OK) {
+        size->rows -= rows;
+        size->bytes -= bytes;
+        *deleted = rows;
+        /* every n up to here met every c it supersedes: c <= hi, and lo and the barrier only
+         * move up */
+        cdc->log_compact_top = head < hi ? head : hi;
+    }
+    return rc;
+}
+
+static void warn_crossing(gs_cdc *cdc, const bounds *b, const log_size *z, uint64_t hold)
+{
+    if (b->warn_bytes <= 0) {
+        cdc->log_over_warn = 0;
+        return;
+    }
+    /* back under only below 90% of the mark: a log hovering at it warns once */
+    int over = z->bytes > b->warn_bytes             ? 1
+               : z->bytes <= b->warn_bytes / 10 * 9 ? 0
+                                                    : cdc->log_over_warn;
+    if (over == cdc->log_over_warn)
+        return;
+    cdc->log_over_warn = over;
+    if (over) {
+        char from[32] = "no one";
+        if (hold != UINT64_MAX)
+            snprintf(from, sizeof from, "seq %llu", (unsigned long long)hold);
+        gs_log(GS_LOG_WARN, "cdc",
+               "database '%s': the change log passed cdc.log_warn_bytes: about %lld bytes in "
+               "%lld changes (warning at %lld, bound cdc.max_log_bytes %lld, 0 = none); the "
+               "slowest consumer holds it from %s. A slow or absent replica keeps it growing: "
+               "bring it back, remove it from replication.peers, or raise cdc.max_log_bytes. Past "
+               "the bound its changes are compacted, then the oldest pruned, and a replica "
+               "behind them resyncs with a first sync",
+               cdc->db->id, (long long)z->bytes, (long long)z->rows, (long long)b->warn_bytes,
+               (long long)b->max_bytes, from);
+    } else {
+        gs_log(GS_LOG_INFO, "cdc",
+               "database '%s': the change log is back under cdc.log_warn_bytes (about %lld "
+               "bytes in %lld changes, warning at %lld)",
+               cdc->db->id, (long long)z->bytes, (long long)z->rows, (long long)b->warn_bytes);
+    }
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* After a pass: where the next tick queues one (every 1/STEP_DIVISOR of the bound). */
+static void plan_next_check(gs_cdc *cdc, const bounds *b, const log_size *z, uint64_t head)
+{
+    if (b->max_bytes <= 0 && b->max_rows <= 0 && b->warn_bytes <= 0) {
+        atomic_store(&cdc->log_next_check, UINT64_MAX);
+        return;
+    }
+    /* rows are counted by seq; their size is guessed from the larger of the log's average and
+     * the average of the rows added since the last pass (updates carry two images) */
+    int64_t avg = z->rows > 0 && z->bytes > 0 ? z->bytes / z->rows : 256;
+    if (cdc->log_recent_avg > avg)
+        avg = cdc->log_recent_avg;
+    if (avg < 1)
+        avg = 1;
+    int64_t budget = INT64_MAX, room = INT64_MAX;
+    if (b->max_rows > 0) {
+        budget = b->max_rows;
+        room = b->max_rows - z->rows;
+    }
+    if (b->max_bytes > 0) {
+        if (b->max_bytes / avg < budget)
+            budget = b->max_bytes / avg;
+        if ((b->max_bytes - z->bytes) / avg < room)
+            room = (b->max_bytes - z->bytes) / avg;
+    }
+    if (b->warn_bytes > 0) {
+        if (b->warn_bytes / avg < budget)
+            budget = b->warn_bytes / avg;
+        if (z->bytes < b->warn_bytes && (b->warn_bytes - z->bytes) / avg < room)
+            room = (b->warn_bytes - z->bytes) / avg;
+    }
+    /* a step of the bound, and at most half the room left before the next mark */
+    int64_t step = budget / STEP_DIVISOR;
+    if (room < INT64_MAX && room / 2 < step)
+        step = room / 2;
+    if (step < STEP_MIN_ROWS)
+        step = STEP_MIN_ROWS;
+    atomic_store(&cdc->log_near, room < INT64_MAX && room <= 2 * step);
+    atomic_store(&cdc->log_pass_head, head);
+    atomic_store(&cdc->log_pass_ms, mono_ms());
+    atomic_store(&cdc->log_next_check, head + (uint64_t)step);
+}
+
+/* What the bound cost, logged at most once per BOUND_LOG_MS per database (a replica that is
+ * gone makes every pass prune): the counts since the last line. Writer thread. */
+#define BOUND_LOG_MS 60000
+
+static void report_bound(gs_cdc *cdc, const bounds *b, const log_size *z, uint64_t hold,
+                         int64_t compacted, int64_t forced, uint64_t pruned)
+{
+    cdc->log_unreported_compacted += compacted;
+    cdc->log_unreported_forced += forced;
+    /* pruning past a replica is news of its own: it has its own clock */
+    int64_t *last =
+        cdc->log_unreported_forced ? &cdc->log_forced_reported_ms : &cdc->log_reported_ms;
+    if (!cdc->log_unreported_compacted && !cdc->log_unreported_forced)
+        return;
+    int64_t now = gs_hlc_physical_ms();
+    if (*last && now - *last < BOUND_LOG_MS)
+        return;
+    *last = now;
+    int64_t c = cdc->log_unreported_compacted, f = cdc->log_unreported_forced;
+    cdc->log_unreported_compacted = cdc->log_unreported_forced = 0;
+    if (f > 0)
+        gs_log(GS_LOG_WARN, "cdc",
+               "database '%s': the change log passed its bound (cdc.max_log_bytes %lld, "
+               "cdc.max_log_changes %lld; 0 = none) while a replica still needed changes from "
+               "seq %llu: %lld superseded change(s) compacted, then %lld change(s) pruned up to "
+               "seq %llu although a replica needed them; a replica behind that seq is told to "
+               "resync (a first sync). Bring slow replicas back sooner or raise the bound. Now "
+               "about %lld bytes in %lld changes",
+               cdc->db->id, (long long)b->max_bytes, (long long)b->max_rows,
+               (unsigned long long)hold + 1, (long long)c, (long long)f, (unsigned long long)pruned,
+               (long long)z->bytes, (long long)z->rows);
+    else
+        gs_log(GS_LOG_INFO, "cdc",
+               "database '%s': the change log passed its bound (cdc.max_log_bytes %lld, "
+               "cdc.max_log_changes %lld; 0 = none) while a replica still needed changes from "
+               "seq %llu: %lld superseded change(s) compacted, which was enough. Now about %lld "
+               "bytes in %lld changes",
+               cdc->db->id, (long long)b->max_bytes, (long long)b->max_rows,
+               (unsigned long long)hold + 1, (long long)c, (long long)z->bytes, (long long)z->rows);
+}
 
 static gs_status prune_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
 {
@@ -702,21 +1224,39 @@ static gs_status prune_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
     gs_database *db = cdc->db;
     double cutoff =
         (double)gs_hlc_physical_ms() / 1000.0 - (double)db->opts.cdc_retention_ms / 1000.0;
+    bounds b = bounds_of(&db->opts);
     gs_status rc = GS_OK;
     uint64_t bound = 0;
     pthread_mutex_lock(&cdc->prune_mu);
-    uint64_t hold = atomic_load(&cdc->hold);
+    uint64_t live = atomic_load(&cdc->hold); /* live CDC subscriptions */
+    uint64_t floor = atomic_load(&cdc->repl_floor);
+    uint64_t hold = live;
+    if (floor < live)
+        live = floor; /* first syncs being served */
     uint64_t repl_hold = atomic_load(&cdc->repl_hold);
     if (repl_hold < hold)
         hold = repl_hold; /* a replica still needs these rows */
     if (hold > (uint64_t)INT64_MAX)
         hold = (uint64_t)INT64_MAX;
+    if (live > (uint64_t)INT64_MAX)
+        live = (uint64_t)INT64_MAX;
+    gs_log(GS_LOG_DEBUG, "cdc", "database '%s': retention pass: live %llu, hold %llu", db->id,
+           (unsigned long long)live, (unsigned long long)hold);
     if (gs_cdc_exec(conn, "BEGIN IMMEDIATE", err) != GS_OK) {
         pthread_mutex_unlock(&cdc->prune_mu);
         return GS_ERROR;
     }
     sqlite3 *sdb = gs_conn_db(conn);
     sqlite3_stmt *st = NULL;
+    log_size size = {0, 0};
+    uint64_t head = 0;
+    int64_t gone = 0, compacted = 0, forced = 0;
+    /* 2. size, first, so that every delete below keeps it current */
+    if (measure(cdc, conn, &size, &head, err) != GS_OK) {
+        rc = GS_ERROR;
+        goto done;
+    }
+    /* 1. time */
     if (sqlite3_prepare_v2(sdb,
                            "SELECT max(seq) FROM _sirannon_changes WHERE changed_at < ?1 AND "
                            "seq <= ?2",
@@ -729,35 +1269,83 @@ static gs_status prune_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
     if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
         bound = (uint64_t)sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
-    if (bound > 0) {
-        char sql[96];
-        snprintf(sql, sizeof sql, "DELETE FROM _sirannon_changes WHERE seq <= %llu",
-                 (unsigned long long)bound);
-        if (gs_cdc_exec(conn, sql, err) != GS_OK) {
+    if (bound > 0 && delete_upto(conn, bound, &size, &gone, err) != GS_OK) {
+        rc = GS_ERROR;
+        goto done;
+    }
+    /* 3. the bound; compaction already past the warning mark, so that the warning means
+     * compaction is not enough */
+    int64_t more = 0;
+    uint64_t cut = 0;
+    if (over_bound(&b, &size)) {
+        if (cut_point(conn, &b, &size, live, &cut, err) != GS_OK)
+            goto fail;
+        uint64_t free_upto = cut < hold ? cut : hold; /* nobody needs these */
+        if (free_upto > bound) {
+            if (delete_upto(conn, free_upto, &size, &more, err) != GS_OK)
+                goto fail;
+            bound = free_upto;
+        }
+    }
+    if ((over_bound(&b, &size) || (b.warn_bytes > 0 && size.bytes > b.warn_bytes)) &&
+        live > bound && compact(cdc, conn, bound, live, head, &size, &compacted, err) != GS_OK)
+        goto fail;
+    if (over_bound(&b, &size)) {
+        /* a replica still needs what must go: the oldest go anyway, and it resyncs */
+        if (cut_point(conn, &b, &size, live, &cut, err) != GS_OK)
+            goto fail;
+        if (cut > bound && hold > bound && hold < cut) {
+            if (delete_upto(conn, hold, &size, &more, err) != GS_OK)
+                goto fail;
+            bound = hold;
+        }
+        if (cut > bound) {
+            if (delete_upto(conn, cut, &size, &forced, err) != GS_OK)
+                goto fail;
+            bound = cut;
+        }
+    }
+    if (bound > atomic_load(&cdc->pruned_seq)) {
+        char v[24];
+        snprintf(v, sizeof v, "%llu", (unsigned long long)bound);
+        if (meta_put(conn, "cdc_pruned_seq", v, 0, err) != GS_OK) {
             rc = GS_ERROR;
             goto done;
-        }
-        uint64_t prev = atomic_load(&cdc->pruned_seq);
-        if (bound > prev) {
-            char v[24];
-            snprintf(v, sizeof v, "%llu", (unsigned long long)bound);
-            if (meta_put(conn, "cdc_pruned_seq", v, 0, err) != GS_OK) {
-                rc = GS_ERROR;
-                goto done;
-            }
         }
     }
     if (gs_cdc_exec(conn, "COMMIT", err) != GS_OK)
         rc = GS_ERROR;
-    else if (bound > atomic_load(&cdc->pruned_seq))
-        atomic_store(&cdc->pruned_seq, bound);
+    goto done;
+fail:
+    rc = GS_ERROR;
 done:
-    if (rc != GS_OK)
+    if (rc != GS_OK) {
         rollback_quietly(conn);
+        /* the counts may have moved inside the rolled-back transaction: measure afresh */
+        atomic_store(&cdc->log_changes, -1);
+        atomic_store(&cdc->log_bytes, -1);
+        atomic_store(&cdc->log_next_check, 0);
+        cdc->log_compact_top = 0;
+    } else {
+        if (bound > atomic_load(&cdc->pruned_seq))
+            atomic_store(&cdc->pruned_seq, bound);
+        if (size.rows < 0)
+            size.rows = 0;
+        if (size.bytes < 0)
+            size.bytes = 0;
+        atomic_store(&cdc->log_changes, size.rows);
+        atomic_store(&cdc->log_bytes, size.bytes);
+        atomic_fetch_add(&cdc->log_compacted, (uint64_t)compacted);
+        atomic_fetch_add(&cdc->log_forced, (uint64_t)forced);
+        plan_next_check(cdc, &b, &size, head);
+    }
     pthread_mutex_unlock(&cdc->prune_mu);
-    if (rc == GS_OK)
-        gs_buf_printf(out, "%llu", (unsigned long long)bound);
-    return rc;
+    if (rc != GS_OK)
+        return rc;
+    report_bound(cdc, &b, &size, hold, compacted, forced, bound);
+    warn_crossing(cdc, &b, &size, hold);
+    gs_buf_printf(out, "%llu", (unsigned long long)bound);
+    return GS_OK;
 }
 
 static void prune_done(void *user, const gs_db_reply *reply)
@@ -788,4 +1376,36 @@ gs_status gs_cdc_prune_now(gs_database *db, gs_error *err)
     if (db->opts.cdc_retention_ms <= 0)
         return GS_OK;
     return gs_cdc_writer_call_sync(db, prune_fn, db->cdc, err);
+}
+
+void gs_cdc_retention_tick(gs_cdc *cdc, uint64_t head)
+{
+    /* at most one pass is queued (prune_queued); the pass sets the next point */
+    if (!cdc)
+        return;
+    if (head >= atomic_load(&cdc->log_next_check) ||
+        (atomic_load(&cdc->log_near) && head > atomic_load(&cdc->log_pass_head) &&
+         mono_ms() - atomic_load(&cdc->log_pass_ms) >= 1000))
+        gs_cdc_queue_prune(cdc);
+}
+
+gs_status gs_db_change_log_stats(gs_database *db, gs_change_log_stats *out, gs_error *err)
+{
+    memset(out, 0, sizeof *out);
+    out->changes = out->bytes = -1;
+    if (!db || !db->cdc)
+        return gs_error_set(err, 0, "CDC_UNSUPPORTED",
+                            "database '%s' has no change log (in memory or read-only)",
+                            db ? db->id : "");
+    gs_cdc *cdc = db->cdc;
+    bounds b = bounds_of(&db->opts);
+    out->changes = atomic_load(&cdc->log_changes);
+    out->bytes = out->changes < 0 ? -1 : atomic_load(&cdc->log_bytes);
+    out->pruned_seq = (int64_t)atomic_load(&cdc->pruned_seq);
+    out->max_bytes = b.max_bytes;
+    out->max_changes = b.max_rows;
+    out->warn_bytes = b.warn_bytes;
+    out->compacted_total = (int64_t)atomic_load(&cdc->log_compacted);
+    out->forced_total = (int64_t)atomic_load(&cdc->log_forced);
+    return GS_OK;
 }

@@ -24,12 +24,12 @@
 #define NOW_SECONDS "((julianday('now') - 2440587.5) * 86400.0)"
 /* json_object takes at most 127 arguments by default: larger rows are built in chunks */
 #define PAIRS_PER_CALL 50
-/* node_id, tx_id and hlc from the writer's stamp (cdc_internal.h), empty without one */
+/* node_id, tx_id and hlc from the writer's stamp (cdc_internal.h), empty without one: the
+ * change row is selected from a one-row join, so the stamp table is read once per row */
 #define STAMP_COLUMNS ", node_id, tx_id, hlc"
 #define STAMP_VALUES                                                                               \
-    ", coalesce((SELECT node_id FROM " GS_CDC_STAMP_TABLE                                          \
-    "), ''), coalesce((SELECT tx_id FROM " GS_CDC_STAMP_TABLE                                      \
-    "), ''), coalesce((SELECT hlc FROM " GS_CDC_STAMP_TABLE "), '')"
+    ", coalesce(gs_stamp.node_id, ''), coalesce(gs_stamp.tx_id, ''), coalesce(gs_stamp.hlc, '') "  \
+    "FROM (SELECT 1) LEFT JOIN " GS_CDC_STAMP_TABLE " gs_stamp"
 
 static const char TRIGGER_PREFIX[] = "_sirannon_trg_";
 
@@ -216,7 +216,7 @@ static void trigger_sql(gs_buf *b, const table_shape *s, const char *op)
         gs_buf_printf(b,
                       "CREATE TRIGGER \"%s%s_insert\" AFTER INSERT ON \"%s\" BEGIN INSERT INTO "
                       "_sirannon_changes (table_name, operation, row_id, changed_at, "
-                      "new_data" STAMP_COLUMNS ") VALUES ('%s', 'INSERT', ",
+                      "new_data" STAMP_COLUMNS ") SELECT '%s', 'INSERT', ",
                       TRIGGER_PREFIX, t, t, t);
         row_id_sql(b, "NEW", s);
         gs_buf_puts(b, ", " NOW_SECONDS ", ");
@@ -225,7 +225,7 @@ static void trigger_sql(gs_buf *b, const table_shape *s, const char *op)
         gs_buf_printf(b,
                       "CREATE TRIGGER \"%s%s_update\" AFTER UPDATE ON \"%s\" BEGIN INSERT INTO "
                       "_sirannon_changes (table_name, operation, row_id, changed_at, old_data, "
-                      "new_data" STAMP_COLUMNS ") VALUES ('%s', 'UPDATE', ",
+                      "new_data" STAMP_COLUMNS ") SELECT '%s', 'UPDATE', ",
                       TRIGGER_PREFIX, t, t, t);
         row_id_sql(b, "NEW", s);
         gs_buf_puts(b, ", " NOW_SECONDS ", ");
@@ -236,13 +236,13 @@ static void trigger_sql(gs_buf *b, const table_shape *s, const char *op)
         gs_buf_printf(b,
                       "CREATE TRIGGER \"%s%s_delete\" AFTER DELETE ON \"%s\" BEGIN INSERT INTO "
                       "_sirannon_changes (table_name, operation, row_id, changed_at, "
-                      "old_data" STAMP_COLUMNS ") VALUES ('%s', 'DELETE', ",
+                      "old_data" STAMP_COLUMNS ") SELECT '%s', 'DELETE', ",
                       TRIGGER_PREFIX, t, t, t);
         row_id_sql(b, "OLD", s);
         gs_buf_puts(b, ", " NOW_SECONDS ", ");
         row_json(b, "OLD", s);
     }
-    gs_buf_puts(b, STAMP_VALUES "); END");
+    gs_buf_puts(b, STAMP_VALUES "; END");
 }
 
 gs_status gs_cdc_drop_triggers(gs_conn *conn, const char *table, gs_error *err)

@@ -33,6 +33,9 @@ void gs_db_options_default(gs_db_options *o)
     o->cdc_retention_ms = 3600000;
     o->cdc_watch_on_subscribe = 1;
     o->cdc_fallback_poll_ms = 1000;
+    o->cdc_max_log_bytes = 1073741824;
+    o->cdc_max_log_changes = 0;
+    o->cdc_log_warn_bytes = 0;
     o->node_id = "";
     o->backups = NULL;
 }

@@ -38,7 +38,12 @@ typedef struct gs_db_options {
     int64_t cdc_retention_ms;     /**< prune changes older than this (default 3600000) */
     int cdc_watch_on_subscribe;   /**< a subscription watches its table (default 1) */
     int64_t cdc_fallback_poll_ms; /**< poll for other processes' writes (default 1000) */
-    const char *node_id;          /**< stamped on local changes (default "") */
+    /** The change log's bound (cdc.h "bounded log"): estimated bytes (default 1 GiB) and rows
+     * (default 0), 0 = unbounded; a WARN past cdc_log_warn_bytes (0 = 80% of the byte bound). */
+    int64_t cdc_max_log_bytes;
+    int64_t cdc_max_log_changes;
+    int64_t cdc_log_warn_bytes;
+    const char *node_id; /**< stamped on local changes (default "") */
     /** Change-capture backups (backup_cycle.h), borrowed during open; NULL = none. Forces
      * wal_autocheckpoint=0; BACKUP_UNSUPPORTED for in-memory, read-only or non-WAL databases. */
     const struct gs_backup_cycle_config *backups;

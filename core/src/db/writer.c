@@ -307,13 +307,8 @@ static void run_group(writer *w, size_t n)
             unit *u = &s->units[i];
             if (u->state == UNIT_FAILED)
                 continue;
-            if (use_sp && gs_conn_exec(w->conn, "SAVEPOINT gs_unit", &e) != GS_OK) {
-                gs_error_set(&u->err, 0, "TRANSACTION_ERROR", "cannot open a savepoint: %s",
-                             e.message);
-                lost = (long)i;
-                break;
-            }
-            u->off = s->out.len;
+            /* the stamp is set before the unit's savepoint: a unit rolled back leaves it, the
+             * next unit sets its own, and the savepoint has no copy of its page to keep */
             char hlc[GS_HLC_MAX_LEN];
             if (stamp && gs_cdc_stamp_arm(w->db->cdc, w->conn, hlc, &e) != GS_OK) {
                 /* the log's tables are gone (a rolled-back transaction created them): the
@@ -323,6 +318,13 @@ static void run_group(writer *w, size_t n)
                 stamp = 0;
             }
             armed |= stamp;
+            if (use_sp && gs_conn_exec(w->conn, "SAVEPOINT gs_unit", &e) != GS_OK) {
+                gs_error_set(&u->err, 0, "TRANSACTION_ERROR", "cannot open a savepoint: %s",
+                             e.message);
+                lost = (long)i;
+                break;
+            }
+            u->off = s->out.len;
             sqlite3_int64 changes_before = sqlite3_total_changes64(sdb);
             if (run_unit(w, u->job, &s->out, &u->err) == GS_OK) {
                 if (use_sp && gs_conn_exec(w->conn, "RELEASE gs_unit", &e) != GS_OK) {

@@ -420,7 +420,8 @@ gs_status gs_node_load(const char *config_path, const gs_overrides *ov, gs_node 
         load_plugins(n, err) != GS_OK || validate_cross_refs(n, err) != GS_OK ||
         load_migrations(n, err) != GS_OK ||
         (fill_server_settings(n), create_instances(n, err)) != GS_OK ||
-        gs_node_repl_check(n, err) != GS_OK || gs_node_backup_check(n, err) != GS_OK) {
+        gs_node_repl_check(n, err) != GS_OK || gs_node_backup_check(n, err) != GS_OK ||
+        gs_node_sources_check(n, err) != GS_OK) {
         if (!n->config_dir)
             gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
         gs_node_free(n);
@@ -484,6 +485,9 @@ static void db_options_from(gs_node *n, gs_db_options *o, const gs_settings_db *
     o->cdc_retention_ms = d->cdc.retention_ms;
     o->cdc_watch_on_subscribe = d->cdc.watch_on_subscribe;
     o->cdc_fallback_poll_ms = d->cdc.fallback_poll_ms;
+    o->cdc_max_log_bytes = d->cdc.max_log_bytes;
+    o->cdc_max_log_changes = d->cdc.max_log_changes;
+    o->cdc_log_warn_bytes = d->cdc.log_warn_bytes;
     o->node_id = n->s.node.id;
     o->read_only = d->read_only;
     o->read_pool_size = (int)d->read_pool_size;
@@ -739,6 +743,8 @@ gs_status gs_node_start(gs_node *n, gs_error *err)
             return GS_ERROR;
     if (gs_node_repl_start(n, err) != GS_OK)
         return GS_ERROR;
+    if (gs_node_sources_start(n, err) != GS_OK)
+        return GS_ERROR;
     gs_operations *ops = NULL;
     if (build_operations(n, &ops, err) != GS_OK)
         return GS_ERROR;
@@ -780,6 +786,12 @@ gs_status gs_node_start(gs_node *n, gs_error *err)
     ao.operations = ops;
     ao.metrics_enabled = sv->metrics.enabled;
     ao.metrics_authenticate = sv->metrics.authenticate;
+    ao.status_page = sv->status_page;
+    ao.node_id = s->node.id;
+    if (n->sources) {
+        ao.sources_json = gs_node_sources_json;
+        ao.sources_user = n;
+    }
     ao.reopen = node_reopen;
     ao.reopen_user = n;
     if (gs_api_new(&ao, n->reg, &n->api, err) != GS_OK) {
@@ -868,6 +880,7 @@ void gs_node_stop(gs_node *n)
             __atomic_store_n(&inst->started, 0, __ATOMIC_RELEASE);
         }
     }
+    gs_node_sources_stop(n); /* they write into the databases: before those close */
     gs_node_repl_stop(n);
     for (size_t i = n->instance_count; i-- > 0;) {
         gs_instance *inst = &n->instances[i];
@@ -904,6 +917,7 @@ void gs_node_free(gs_node *n)
         }
     }
     gs_node_repl_free(n);
+    gs_node_sources_free(n);
     gs_api_free(n->api);
     if (n->pool)
         gs_workpool_free(n->pool);

@@ -33,6 +33,11 @@ void gs_node_free(gs_node *node);
 /** The port the first client transport bound, or -1. */
 int gs_node_bound_port(const gs_node *node);
 
+/** The node's sources (databases[].sources; see source/source.h for
+ * gs_sources_status / gs_sources_status_json), or NULL when it has none or is not started.
+ * Valid until gs_node_free. */
+struct gs_sources *gs_node_sources(gs_node *node);
+
 /** Print a plugin's description and key table (for --describe-plugin). */
 gs_status gs_describe_plugin(const char *name, char **text, gs_error *err);
 

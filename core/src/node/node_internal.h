@@ -49,6 +49,7 @@ struct gs_node {
     struct gs_repl_engine *repl;
     gs_instance lww;             /* the default resolver when replication.resolver is not set */
     gs_authority_options auth_o; /* coordinator mode: what the engine's authority runs with */
+    struct gs_sources *sources;  /* databases[].sources (node_source.c), NULL when none */
 };
 
 /** The instance named `name`, or NULL. */
@@ -63,6 +64,17 @@ gs_status gs_node_repl_start(gs_node *n, gs_error *err);
 void gs_node_repl_stop(gs_node *n);
 /** Release what gs_node_repl_check created (the default resolver). */
 void gs_node_repl_free(gs_node *n);
+
+/* node_source.c */
+/** Check every databases[].sources list (load time): ids, urls, prefixes, overlaps. */
+gs_status gs_node_sources_check(gs_node *n, gs_error *err);
+/** Start the sources (after the databases open and replication starts). */
+gs_status gs_node_sources_start(gs_node *n, gs_error *err);
+/** Stop the sources (before the databases close); idempotent. */
+void gs_node_sources_stop(gs_node *n);
+void gs_node_sources_free(gs_node *n);
+/** The sources of database db_id (NULL: all) as a JSON array (gs_api_options.sources_json). */
+void gs_node_sources_json(void *user, const char *db_id, gs_buf *out);
 
 /* node_backup.c */
 struct gs_backup_cycle_config;

@@ -56,10 +56,39 @@ static gs_status want_instance(gs_node *n, const char *key, const char *name, gs
     return GS_OK;
 }
 
+/* databases[].tables: only on the replicated database, never in coordinator mode; the rules
+ * themselves are checked by the engine's options check (table_mode.h). */
+static gs_status check_table_modes(gs_node *n, const gs_settings_db *replicated, gs_error *err)
+{
+    const gs_settings_repl *r = &n->s.replication;
+    const gs_settings_db *dbs = n->s.databases.items;
+    for (size_t i = 0; i < n->s.databases.count; i++) {
+        if (!dbs[i].tables.count)
+            continue;
+        if (&dbs[i] != replicated)
+            return gs_error_set(err, 0, "INVALID_CONFIG",
+                                "%s: databases[%s].tables: per-table replication modes apply to "
+                                "the replicated database only (%s%s); remove the key or "
+                                "replicate this database",
+                                n->doc->file, dbs[i].id,
+                                replicated ? "replication.database is " : "replication is off",
+                                replicated ? replicated->id : "");
+        if (r->coordinator.instance)
+            return gs_error_set(err, 0, "INVALID_CONFIG",
+                                "%s: databases[%s].tables: per-table modes are static-mode only: "
+                                "a coordinator-mode group has a single primary (spec 03); remove "
+                                "databases[%s].tables or the coordinator",
+                                n->doc->file, dbs[i].id, dbs[i].id);
+    }
+    return GS_OK;
+}
+
 gs_status gs_node_repl_check(gs_node *n, gs_error *err)
 {
     const gs_settings_repl *r = &n->s.replication;
     if (!r->role) {
+        if (check_table_modes(n, NULL, err) != GS_OK)
+            return GS_ERROR;
         if (r->transport || r->peers.count)
             return gs_error_set(err, 0, "INVALID_CONFIG",
                                 "%s: replication: set role (primary or replica) to replicate",
@@ -73,6 +102,8 @@ gs_status gs_node_repl_check(gs_node *n, gs_error *err)
         return gs_error_set(err, 0, "INVALID_CONFIG",
                             "%s: database '%s' is read_only and cannot replicate", n->doc->file,
                             d->id);
+    if (check_table_modes(n, d, err) != GS_OK)
+        return GS_ERROR;
     gs_instance *inst;
     if (!r->transport)
         return gs_error_set(err, 0, "INVALID_CONFIG",
@@ -135,8 +166,12 @@ gs_status gs_node_repl_check(gs_node *n, gs_error *err)
     gs_repl_peer_cfg *peers = NULL;
     gs_repl_table_resolver *trs = NULL;
     gs_status st = build_options(n, &o, &peers, &trs, err);
-    if (st == GS_OK && (st = gs_repl_options_check(&o, err)) != GS_OK)
-        gs_error_prefix(err, "%s: replication", n->doc->file);
+    if (st == GS_OK && (st = gs_repl_options_check(&o, err)) != GS_OK) {
+        if (o.ntable_modes && strncmp(err->message, "tables[", 7) == 0)
+            gs_error_prefix(err, "%s: databases[%s]", n->doc->file, replicated_db(n, err)->id);
+        else
+            gs_error_prefix(err, "%s: replication", n->doc->file);
+    }
     gs_free(peers);
     gs_free(trs);
     return st;
@@ -222,6 +257,7 @@ static gs_status build_options(gs_node *n, gs_repl_options *o, gs_repl_peer_cfg 
     o->ack_timeout_ms = r->ack_timeout_ms;
     o->initial_sync = r->initial_sync;
     o->sync_batch_size = r->sync_batch_size;
+    o->sync_batch_max_bytes = r->sync_batch_max_bytes;
     o->max_concurrent_syncs = r->max_concurrent_syncs;
     o->max_sync_duration_ms = r->max_sync_duration_ms;
     o->max_sync_lag_before_ready = r->max_sync_lag_before_ready;
@@ -233,6 +269,16 @@ static gs_status build_options(gs_node *n, gs_repl_options *o, gs_repl_peer_cfg 
     o->write_concern_timeout_ms = r->write_concern_timeout_ms;
     o->resume_from_seq = r->resume_from_seq;
     o->flow_max_lag_seconds = r->flow_control.max_lag_seconds;
+    const gs_settings_db *tdb = replicated_db(n, err);
+    if (!tdb)
+        return GS_ERROR;
+    /* gs_settings_table_mode and gs_table_mode_rule are both {match, mode} */
+    _Static_assert(sizeof(gs_settings_table_mode) == sizeof(gs_table_mode_rule) &&
+                       offsetof(gs_settings_table_mode, mode) == offsetof(gs_table_mode_rule, mode),
+                   "the config rows are handed to the engine as they are");
+    o->table_modes = (const gs_table_mode_rule *)tdb->tables.items;
+    o->ntable_modes = tdb->tables.count;
+    o->write_proxy_reject = tdb->write_proxy && strcmp(tdb->write_proxy, "reject") == 0;
     o->on_lag_exceeded = lag_exceeded;
     o->before_forwarded = before_forwarded;
     o->user = n;

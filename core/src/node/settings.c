@@ -115,6 +115,9 @@ static const gs_config_key server_keys[] = {
     SUB("cors", GS_CFG_SECTION, gs_settings_server, cors, cors_keys, 0, "CORS"),
     SUB("metrics", GS_CFG_SECTION, gs_settings_server, metrics, metrics_keys, 0,
         "GET /metrics (Prometheus)"),
+    KEY("status_page", GS_CFG_BOOL, "false", 0, gs_settings_server, status_page,
+        "serve the live status page GET /status and its data GET /status.json, behind the "
+        "authenticate hook chain like the data routes"),
     KEY("tls_cert_file", GS_CFG_STRING, NULL, 0, gs_settings_server, tls_cert_file,
         "PEM certificate chain: serve HTTPS"),
     KEY("tls_key_file", GS_CFG_STRING, NULL, 0, gs_settings_server, tls_key_file,
@@ -142,6 +145,14 @@ static const gs_config_key cdc_keys[] = {
         "a subscription to an untracked table starts tracking it"),
     KEYR("fallback_poll_ms", GS_CFG_INT, "1000", gs_settings_cdc, fallback_poll_ms, 10, 600000,
          "poll for changes written by other processes"),
+    KEYR("max_log_bytes", GS_CFG_INT, "1073741824", gs_settings_cdc, max_log_bytes, 0,
+         1099511627776LL,
+         "bound on the change log's size (estimated bytes; 0 = unbounded): past it, changes a "
+         "slow replica still needs are compacted, then the oldest pruned (that replica resyncs)"),
+    KEYR("max_log_changes", GS_CFG_INT, "0", gs_settings_cdc, max_log_changes, 0, 1000000000000LL,
+         "bound on the change log's rows, enforced like max_log_bytes (0 = none)"),
+    KEYR("log_warn_bytes", GS_CFG_INT, "0", gs_settings_cdc, log_warn_bytes, 0, 1099511627776LL,
+         "log a warning when the change log passes this size (0 = 80% of max_log_bytes)"),
 };
 
 static const gs_config_key backup_keys[] = {
@@ -180,6 +191,44 @@ static const gs_config_key backup_keys[] = {
          1, 1000000, "full-copy steps without progress tolerated before BACKUP_RESTARTED"),
 };
 
+static const gs_config_key source_keys[] = {
+    KEY("id", GS_CFG_STRING, NULL, 1, gs_settings_source, id,
+        "source name, unique within the database"),
+    KEY("url", GS_CFG_STRING, NULL, 1, gs_settings_source, url,
+        "the remote node: http://host:port or https://host:port"),
+    KEY("database", GS_CFG_STRING, NULL, 0, gs_settings_source, database,
+        "remote database id (default: this database's id)"),
+    KEY("tables", GS_CFG_STRING_LIST, NULL, 1, gs_settings_source, tables,
+        "remote tables to follow: exact names, or prefixes ending in '*'"),
+    KEY("prefix", GS_CFG_STRING, "", 0, gs_settings_source, prefix,
+        "local table name prefix (remote users -> local <prefix>users)"),
+    KEY("token", GS_CFG_STRING, NULL, 0, gs_settings_source, token,
+        "bearer token sent to the remote node"),
+    KEY("tls_ca_cert", GS_CFG_STRING, NULL, 0, gs_settings_source, tls_ca_cert,
+        "CA bundle for an https remote (default: the system's)"),
+    KEYR("page_rows", GS_CFG_INT, "500", gs_settings_source, page_rows, 1, 1000,
+         "rows per bootstrap page"),
+    KEYR("retry_initial_ms", GS_CFG_INT, "500", gs_settings_source, retry_initial_ms, 10, 3600000,
+         "first reconnect delay"),
+    KEYR("retry_max_ms", GS_CFG_INT, "30000", gs_settings_source, retry_max_ms, 10, 3600000,
+         "reconnect delay cap (the delay doubles up to it, with jitter)"),
+};
+
+static const char *const write_proxy_choices[] = {"forward", "reject", NULL};
+static const char *const table_mode_choices[] = {"primary",   "replica",  "sync", "readonly",
+                                                 "writeonly", "excluded", NULL};
+
+static const gs_config_key table_mode_keys[] = {
+    KEY("match", GS_CFG_STRING, NULL, 1, gs_settings_table_mode, match,
+        "a table name, or a prefix ending in '*' (audit_*)"),
+    {.name = "mode",
+     .type = GS_CFG_STRING,
+     .required = 1,
+     .offset = offsetof(gs_settings_table_mode, mode),
+     .help = "primary | replica | sync | readonly | writeonly | excluded",
+     .choices = table_mode_choices},
+};
+
 static const gs_config_key db_keys[] = {
     KEY("id", GS_CFG_STRING, NULL, 1, gs_settings_db, id, "database id used in /db/{id}"),
     KEY("path", GS_CFG_STRING, NULL, 0, gs_settings_db, path,
@@ -205,6 +254,13 @@ static const gs_config_key db_keys[] = {
     KEY("migrations", GS_CFG_STRING, NULL, 0, gs_settings_db, migrations,
         "folder of <version>_<name>.up.sql / .down.sql files (relative to the config file); "
         "pending ones are applied before the database is served"),
+    SUB("sources", GS_CFG_LIST, gs_settings_db, sources, source_keys, sizeof(gs_settings_source),
+        "remote nodes whose tables this database follows (bootstrap, then the change stream)"),
+    KEYC("write_proxy", "forward", gs_settings_db, write_proxy, write_proxy_choices,
+         "a local write to a `replica` table: forward it to the owner, or reject it"),
+    SUB("tables", GS_CFG_LIST, gs_settings_db, tables, table_mode_keys,
+        sizeof(gs_settings_table_mode),
+        "per-table replication modes {match, mode} (static mode; longest match wins)"),
 };
 
 static const gs_config_key tenant_keys[] = {

@@ -58,6 +58,7 @@ typedef struct gs_settings_server {
     const char *cluster_status; /* off | authenticated | any: who may GET /db/{id}/cluster */
     gs_settings_cors cors;
     gs_settings_metrics metrics;
+    int status_page; /* serve GET /status and /status.json (core/src/api/status.h) */
     const char *tls_cert_file;
     const char *tls_key_file;
     int64_t io_threads;
@@ -73,6 +74,9 @@ typedef struct gs_settings_cdc {
     int64_t retention_ms;
     int watch_on_subscribe;
     int64_t fallback_poll_ms;
+    int64_t max_log_bytes;   /* the change log's size bound (0 = unbounded) */
+    int64_t max_log_changes; /* the change log's row bound (0 = unbounded) */
+    int64_t log_warn_bytes;  /* WARN past this many bytes (0 = 80% of max_log_bytes) */
 } gs_settings_cdc;
 
 /* databases[].backups: the change-capture cycle (spec 02 "Backups"); on when destination is
@@ -94,6 +98,26 @@ typedef struct gs_settings_backups {
     int64_t no_progress_step_limit;
 } gs_settings_backups;
 
+/* databases[].sources[]: follow tables of a remote node (core/src/source). */
+typedef struct gs_settings_source {
+    const char *id;
+    const char *url;
+    const char *database;     /* remote database id (default: this database's id) */
+    gs_config_strings tables; /* exact names, or prefixes ending in '*' */
+    const char *prefix;       /* local table name prefix ("" = none) */
+    const char *token;        /* bearer token (NULL = none) */
+    const char *tls_ca_cert;  /* CA bundle for https (NULL = system default) */
+    int64_t page_rows;
+    int64_t retry_initial_ms;
+    int64_t retry_max_ms;
+} gs_settings_source;
+
+/* databases[].tables[]: a per-table replication mode (repl/table_mode.h; static mode). */
+typedef struct gs_settings_table_mode {
+    const char *match; /* exact name or prefix ending in '*' */
+    const char *mode;  /* primary | replica | sync | readonly | writeonly | excluded */
+} gs_settings_table_mode;
+
 typedef struct gs_settings_db {
     const char *id;
     const char *path;
@@ -109,6 +133,9 @@ typedef struct gs_settings_db {
     const char *migrations; /* folder of migration files (relative to the config file) */
     gs_settings_cdc cdc;
     gs_settings_backups backups;
+    gs_config_list sources;  /* gs_settings_source */
+    const char *write_proxy; /* forward | reject: local writes to `replica` tables */
+    gs_config_list tables;   /* gs_settings_table_mode: per-table replication modes */
 } gs_settings_db;
 
 typedef struct gs_settings_tenants {

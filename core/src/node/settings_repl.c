@@ -104,6 +104,8 @@ const gs_config_key gs_settings_repl_keys[] = {
         "a replica that never synced copies a snapshot first"),
     KEYR("sync_batch_size", GS_CFG_INT, "10000", R, sync_batch_size, 1, 1000000,
          "rows per first-sync batch"),
+    KEYR("sync_batch_max_bytes", GS_CFG_INT, "4194304", R, sync_batch_max_bytes, 1024, 1073741824,
+         "bytes per first-sync batch (a single larger row goes alone)"),
     KEYR("max_concurrent_syncs", GS_CFG_INT, "2", R, max_concurrent_syncs, 1, 1000,
          "first syncs a primary serves at once"),
     KEYR("max_sync_duration_ms", GS_CFG_INT, "1800000", R, max_sync_duration_ms, 1, 7 * DAY,

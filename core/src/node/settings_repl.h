@@ -40,6 +40,7 @@ typedef struct gs_settings_repl {
     int64_t ack_timeout_ms;
     int initial_sync;
     int64_t sync_batch_size;
+    int64_t sync_batch_max_bytes;
     int64_t max_concurrent_syncs;
     int64_t max_sync_duration_ms;
     int64_t max_sync_lag_before_ready;
@@ -67,7 +68,7 @@ typedef struct gs_settings_repl {
 } gs_settings_repl;
 
 /** The key table of the section, for the root table (the count is checked at compile time). */
-#define GS_SETTINGS_REPL_KEY_COUNT 27
+#define GS_SETTINGS_REPL_KEY_COUNT 28
 extern const gs_config_key gs_settings_repl_keys[];
 
 #endif

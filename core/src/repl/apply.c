@@ -1018,11 +1018,23 @@ static gs_status validate(const gs_repl_batch *b, gs_error *err)
     return GS_OK;
 }
 
-static gs_status tx_begin(gs_conn *conn, int *own, gs_error *err)
+/* How a call holds its writes: its own transaction, a savepoint in the caller's, or (the
+ * caller asked with ctx->in_caller_tx) nothing at all, the caller undoing everything on a
+ * failure. A savepoint costs a copy of every page the batch touches (SQLite's sub-journal),
+ * which is why a caller applying many batches in one transaction does without. */
+enum { TX_OWN = 1, TX_SAVEPOINT = 0, TX_NONE = 2 };
+
+static gs_status tx_begin(gs_conn *conn, int caller_tx, int *own, gs_error *err)
 {
     gs_error e;
-    *own = sqlite3_get_autocommit(gs_conn_db(conn));
-    if (gs_conn_exec(conn, *own ? "BEGIN IMMEDIATE" : "SAVEPOINT " SAVEPOINT_NAME, &e) != GS_OK)
+    int autocommit = sqlite3_get_autocommit(gs_conn_db(conn));
+    if (caller_tx && !autocommit) {
+        *own = TX_NONE;
+        return GS_OK;
+    }
+    *own = autocommit ? TX_OWN : TX_SAVEPOINT;
+    if (gs_conn_exec(conn, *own == TX_OWN ? "BEGIN IMMEDIATE" : "SAVEPOINT " SAVEPOINT_NAME, &e) !=
+        GS_OK)
         return gs_error_set(err, 0, "TRANSACTION_ERROR", "cannot begin the apply transaction: %s",
                             e.message);
     return GS_OK;
@@ -1031,7 +1043,9 @@ static gs_status tx_begin(gs_conn *conn, int *own, gs_error *err)
 static gs_status tx_commit(gs_conn *conn, int own, gs_error *err)
 {
     gs_error e;
-    if (gs_conn_exec(conn, own ? "COMMIT" : "RELEASE " SAVEPOINT_NAME, &e) != GS_OK)
+    if (own == TX_NONE)
+        return GS_OK;
+    if (gs_conn_exec(conn, own == TX_OWN ? "COMMIT" : "RELEASE " SAVEPOINT_NAME, &e) != GS_OK)
         return gs_error_set(err, 0, "TRANSACTION_ERROR", "cannot commit the applied batch: %s",
                             e.message);
     return GS_OK;
@@ -1040,7 +1054,9 @@ static gs_status tx_commit(gs_conn *conn, int own, gs_error *err)
 static void tx_rollback(gs_conn *conn, int own)
 {
     gs_error e;
-    if (own) {
+    if (own == TX_NONE)
+        return; /* the caller rolls its transaction back */
+    if (own == TX_OWN) {
         if (!sqlite3_get_autocommit(gs_conn_db(conn)))
             gs_conn_exec(conn, "ROLLBACK", &e);
         return;
@@ -1099,7 +1115,7 @@ gs_status gs_repl_apply_batch(gs_conn *writer, const gs_repl_apply_ctx *ctx, con
     if (validate(b, err) != GS_OK)
         return GS_ERROR;
     int own;
-    if (tx_begin(writer, &own, err) != GS_OK)
+    if (tx_begin(writer, ctx->in_caller_tx, &own, err) != GS_OK)
         return GS_ERROR;
     applier a;
     memset(&a, 0, sizeof a);
@@ -1134,13 +1150,19 @@ gs_status gs_repl_apply_batch(gs_conn *writer, const gs_repl_apply_ctx *ctx, con
     }
     if (status == GS_OK && !nothing)
         status = log_exists(&a, err);
-    for (size_t i = skip; status == GS_OK && !nothing && i < b->nchanges; i++)
+    for (size_t i = skip; status == GS_OK && !nothing && i < b->nchanges; i++) {
+        if (ctx->want && !ctx->want(ctx->want_user, &b->changes[i])) {
+            res->skipped++; /* a table this node does not take from the source */
+            res->filtered++;
+            continue;
+        }
         if (apply_change(&a, &b->changes[i], i, err) != GS_OK) {
             gs_error_prefix(err, "change %zu of batch %s (%s on '%s')", i,
                             b->batch_id ? b->batch_id : "?", b->changes[i].operation,
                             b->changes[i].table ? b->changes[i].table : "");
             status = GS_ERROR;
         }
+    }
     /* the stamp lives only inside this transaction (cdc_internal.h) */
     if (status == GS_OK && a.stamped)
         status = gs_cdc_stamp_clear(writer, err);
@@ -1177,7 +1199,7 @@ gs_status gs_repl_apply_record_position(gs_conn *writer, const char *source, int
         return gs_error_set(err, 0, "INVALID_REQUEST",
                             "recording a position needs the source's node id and a seq >= 0");
     int own;
-    if (tx_begin(writer, &own, err) != GS_OK)
+    if (tx_begin(writer, 0, &own, err) != GS_OK)
         return GS_ERROR;
     gs_status status = gs_repl_tables_ensure(writer, err);
     if (status == GS_OK)

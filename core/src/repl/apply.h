@@ -16,7 +16,8 @@
  *     the batch is contiguous (to_seq - from_seq + 1 == nchanges, so change i holds seq
  *     from_seq + i) and is a gap otherwise. res->applied_seq is then the unchanged position.
  *   - Everything else runs in one transaction (BEGIN IMMEDIATE, or a savepoint when the caller
- *     already holds one) that is rolled back on any failure, so nothing is half-applied:
+ *     already holds one, or the caller's own with ctx->in_caller_tx, which the caller then
+ *     rolls back) that is rolled back on any failure, so nothing is half-applied:
  *       every change's hlc is merged into ctx->clock with gs_hlc_receive (a stamp more than
  *       max_clock_drift_ms ahead of this node's clock, or malformed: BATCH_VALIDATION_ERROR);
  *       a ddl change passes gs_repl_ddl_check (BATCH_VALIDATION_ERROR) and runs; a dropped
@@ -86,13 +87,22 @@ typedef struct gs_repl_apply_ctx {
     int keep_column_versions;
     struct gs_cdc *cdc; /**< the database's change capture (trigger refresh after DDL); NULL =
                              no refresh */
+    /** The caller holds a transaction and rolls all of it back when the call fails: the batch
+     * is applied without a savepoint of its own (a failed call may leave part of it written).
+     * Without a caller's transaction the call opens its own as usual. */
+    int in_caller_tx;
+    /** Per-table modes: 0 = skip the change (counted in skipped and filtered), after the
+     * batch's validation; NULL = every change. Writer thread. */
+    int (*want)(void *user, const gs_repl_change *c);
+    void *want_user;
 } gs_repl_apply_ctx;
 
 typedef struct gs_repl_apply_result {
     int64_t applied_seq; /**< the source's applied position after the call */
     size_t applied, skipped, conflicts, ddl;
-    int duplicate; /**< the batch was already applied */
-    int gap;       /**< the batch does not follow the applied position */
+    size_t filtered; /**< changes ctx->want turned away (also counted in skipped) */
+    int duplicate;   /**< the batch was already applied */
+    int gap;         /**< the batch does not follow the applied position */
     char **dropped_tables;
     size_t ndropped;
 } gs_repl_apply_result;

@@ -32,6 +32,7 @@ typedef Gatestream__Wire__AckPayload pb_ack;
 typedef Gatestream__Wire__Hello pb_hello;
 typedef Gatestream__Wire__ReplicationMessage pb_rmsg;
 typedef Gatestream__Wire__SyncRequestPayload pb_sreq;
+typedef Gatestream__Wire__SyncResumeCursor pb_sresume;
 typedef Gatestream__Wire__SyncBatchPayload pb_sbatch;
 typedef Gatestream__Wire__SyncCompletePayload pb_scomplete;
 typedef Gatestream__Wire__SyncTableManifest pb_manifest;
@@ -324,6 +325,24 @@ static pb_sreq *enc_sync_request(enc *e, const gs_sync_request *r)
     pr->group_id = s_(r->group_id);
     pr->primary_term = r->has_term ? r->primary_term : 0;
     pr->supports_stream_verification = r->supports_stream_verification != 0;
+    /* gatestream extension: absent (no bytes) when there is nothing to resume */
+    pr->resume_cursors = enc_ptrs(e, r->nresume);
+    if (pr->resume_cursors) {
+        pr->n_resume_cursors = r->nresume;
+        for (size_t i = 0; i < r->nresume; i++) {
+            pb_sresume *c = enc_alloc(e, sizeof *c);
+            if (!c)
+                return NULL;
+            gatestream__wire__sync_resume_cursor__init(c);
+            c->table = s_(r->resume[i].table);
+            c->batch_index = r->resume[i].batch_index;
+            c->cursor = s_(r->resume[i].cursor);
+            c->digest = s_(r->resume[i].digest);
+            c->rows = r->resume[i].rows;
+            pr->resume_cursors[i] = c;
+        }
+    }
+    pr->resume_snapshot_seq = r->resume_snapshot_seq;
     return pr;
 }
 
@@ -353,6 +372,9 @@ static pb_sbatch *enc_sync_batch(enc *e, const gs_sync_batch *b)
     pb->group_id = s_(b->group_id);
     pb->primary_term = b->has_term ? b->primary_term : 0;
     pb->total_tables = b->total_tables;
+    pb->snapshot_seq = b->snapshot_seq;
+    pb->total_rows = b->total_rows;
+    pb->cursor = s_(b->cursor);
     return pb;
 }
 
@@ -820,6 +842,21 @@ static void d_sync_request(dec *d, const pb_sreq *pr, gs_sync_request *r)
     }
     d_term(pr->group_id, pr->primary_term, d, &r->group_id, &r->has_term, &r->primary_term);
     r->supports_stream_verification = pr->supports_stream_verification ? 1 : 0;
+    r->resume = d_calloc(d, pr->n_resume_cursors, sizeof *r->resume);
+    if (r->resume) {
+        r->nresume = pr->n_resume_cursors;
+        for (size_t i = 0; i < pr->n_resume_cursors; i++) {
+            const pb_sresume *c = pr->resume_cursors[i];
+            if (!c)
+                continue;
+            r->resume[i].table = d_str(d, c->table);
+            r->resume[i].batch_index = c->batch_index;
+            r->resume[i].cursor = d_opt(d, c->cursor);
+            r->resume[i].digest = d_opt(d, c->digest);
+            r->resume[i].rows = c->rows;
+        }
+    }
+    r->resume_snapshot_seq = pr->resume_snapshot_seq;
 }
 
 static void d_sync_batch(dec *d, const pb_sbatch *pb, gs_sync_batch *b)
@@ -851,6 +888,9 @@ static void d_sync_batch(dec *d, const pb_sbatch *pb, gs_sync_batch *b)
     b->is_last_batch_for_table = pb->is_last_batch_for_table ? 1 : 0;
     d_term(pb->group_id, pb->primary_term, d, &b->group_id, &b->has_term, &b->primary_term);
     b->total_tables = pb->total_tables;
+    b->snapshot_seq = pb->snapshot_seq;
+    b->total_rows = pb->total_rows;
+    b->cursor = d_opt(d, pb->cursor);
 }
 
 static void d_sync_complete(dec *d, const pb_scomplete *pc, gs_sync_complete *c)

@@ -45,8 +45,7 @@ static int is_ident_char(unsigned char c)
     return is_ident_start(c) || (c >= '0' && c <= '9') || c == '$';
 }
 
-/* Skip whitespace, -- line comments and block comments. */
-static const char *skip_blank(const char *p)
+const char *gs_repl_ddl_skip_blank(const char *p)
 {
     for (;;) {
         while (is_space((unsigned char)*p))
@@ -74,7 +73,7 @@ static void put_name(tok *t, size_t *len, char c)
 /* The next token at *pp; *pp moves past it. */
 static void next_tok(const char **pp, tok *t)
 {
-    const char *p = skip_blank(*pp);
+    const char *p = gs_repl_ddl_skip_blank(*pp);
     memset(t, 0, sizeof *t);
     t->p = p;
     size_t len = 0;
@@ -341,7 +340,7 @@ gs_status gs_repl_ddl_check(const char *sql, gs_error *err)
 {
     static const char *const denied[] = {"load_extension", "ATTACH",   "randomblob",    "zeroblob",
                                          "writefile",      "readfile", "fts3_tokenizer"};
-    if (!sql || !*skip_blank(sql))
+    if (!sql || !*gs_repl_ddl_skip_blank(sql))
         return refuse(err, "the DDL statement is empty");
     if (strchr(sql, ';'))
         return refuse(err, "the DDL statement contains ';': exactly one statement, without a "
@@ -401,7 +400,7 @@ char *gs_repl_ddl_normalize(const char *sql)
 {
     if (!sql)
         return NULL;
-    const char *p = skip_blank(sql);
+    const char *p = gs_repl_ddl_skip_blank(sql);
     size_t n = strlen(p);
     while (n > 0 && is_space((unsigned char)p[n - 1]))
         n--;

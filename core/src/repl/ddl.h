@@ -31,6 +31,9 @@ int gs_repl_is_ddl(const char *sql);
 /** GS_OK when sql may be replicated; BATCH_VALIDATION_ERROR with the reason otherwise. */
 gs_status gs_repl_ddl_check(const char *sql, gs_error *err);
 
+/** Skip whitespace, -- line comments and block comments (an unterminated one: to the end). */
+const char *gs_repl_ddl_skip_blank(const char *p);
+
 /** The table a `DROP TABLE [IF EXISTS] [main.]name` statement drops, unquoted; NULL for any
  * other statement (or when memory runs out). A single trailing ';' is tolerated here. */
 char *gs_repl_ddl_dropped_table(const char *sql);

@@ -8,6 +8,7 @@
 #include "base/alloc.h"
 #include "base/log.h"
 #include "db/cdc_internal.h"
+#include "repl/checksum.h"
 #include "repl/codec.h"
 #include "repl/log.h"
 
@@ -41,6 +42,7 @@ void gs_repl_options_default(gs_repl_options *o)
     o->ack_timeout_ms = 5000;
     o->initial_sync = 1;
     o->sync_batch_size = 10000;
+    o->sync_batch_max_bytes = 4 << 20;
     o->max_concurrent_syncs = 2;
     o->max_sync_duration_ms = 1800000;
     o->max_sync_lag_before_ready = 100;
@@ -192,7 +194,7 @@ static void on_commit(void *user, int64_t seq)
 {
     (void)seq;
     gs_repl_engine *e = user;
-    if (e->is_primary)
+    if (e->is_primary || e->tmodes) /* with table modes every node sends */
         wake_timer(e);
 }
 
@@ -336,8 +338,17 @@ void gs_repl_await_concern(gs_repl_engine *e, const char *level, int64_t timeout
 typedef struct apply_call {
     gs_repl_engine *e;
     const gs_repl_batch *b;
+    int in_group;        /* inside apply_group_fn's transaction: no savepoint of its own */
+    const gs_peer *from; /* the sending peer (table modes: what this node takes from it) */
     gs_repl_apply_result res;
 } apply_call;
+
+/* Table modes: take only the tables this node pulls (writer thread). */
+static int want_change(void *user, const gs_repl_change *c)
+{
+    const apply_call *ac = user;
+    return gs_repl_table_pulls(ac->e, ac->from, c->table);
+}
 
 static gs_status apply_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
 {
@@ -358,6 +369,11 @@ static gs_status apply_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
     ctx.max_clock_drift_ms = e->o.max_clock_drift_ms;
     ctx.keep_column_versions = e->o.keep_column_versions;
     ctx.cdc = e->db->cdc;
+    ctx.in_caller_tx = ac->in_group;
+    if (e->tmodes) {
+        ctx.want = want_change;
+        ctx.want_user = ac;
+    }
     return gs_repl_apply_batch(conn, &ctx, ac->b, &ac->res, err);
 }
 
@@ -399,12 +415,14 @@ static void reject(gs_repl_engine *e, const char *from, const char *code, const 
  *
  * The inbound thread checks each batch as it comes off the queue and stages it; the staged
  * batches are applied when the queue runs dry, before any other message is handled, or when
- * the group is full: all of them in one writer transaction (one commit), each in its own
- * savepoint, so each keeps its own validation, result, position row and ack, and a crash
- * leaves either every staged batch applied with its position or none. */
-/* Bounded so that one group's dirty pages stay within the writer's page cache (SQLite's
- * default 2 MB): past it, SQLite spills pages to the WAL in the middle of the transaction,
- * and writing them again costs more than the commits saved. */
+ * the group is full: all of them in one writer transaction (one commit), each with its own
+ * validation, result, position row and ack, and a crash leaves either every staged batch
+ * applied with its position or none. The batches run without savepoints (a savepoint copies
+ * every page it touches); should one fail, the whole transaction is rolled back and the
+ * group applied again one batch per transaction, which gives each batch its exact outcome. */
+/* Bounded so that one group keeps the writer (which serves nothing else meanwhile) for a
+ * short while and its dirty pages within SQLite's page cache (2 MB by default; past it pages
+ * are spilled to the WAL in the middle of the transaction). */
 #define GROUP_MAX_BATCHES 16
 #define GROUP_MAX_CHANGES 1000
 
@@ -420,30 +438,38 @@ typedef struct staged_batch {
 typedef struct batch_group {
     staged_batch items[GROUP_MAX_BATCHES];
     size_t n, changes;
+    int split; /* a batch failed in the group transaction: apply them one by one */
 } batch_group;
 
+static void rollback_group(gs_conn *conn)
+{
+    gs_error e;
+    if (!sqlite3_get_autocommit(gs_conn_db(conn)))
+        gs_conn_exec(conn, "ROLLBACK", &e);
+}
+
 /* Writer thread: the staged batches in one transaction. GS_ERROR (nothing applied) when the
- * transaction itself fails; a batch that fails alone was rolled back to its savepoint. */
+ * transaction itself fails; g->split (nothing applied) when a batch failed. */
 static gs_status apply_group_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
 {
     batch_group *g = user;
+    g->split = 0;
     if (gs_conn_exec(conn, "BEGIN IMMEDIATE", err) != GS_OK) {
         gs_error_prefix(err, "beginning the apply transaction");
         return GS_ERROR;
     }
-    for (size_t i = 0; i < g->n; i++) {
+    for (size_t i = 0; i < g->n && !g->split; i++) {
         staged_batch *s = &g->items[i];
+        s->ac.in_group = 1;
         s->st = apply_fn(&s->ac, conn, out, &s->err);
-        if (sqlite3_get_autocommit(gs_conn_db(conn)))
-            /* the failure ended the transaction: the batches before it went with it */
-            return gs_error_set(err, 0, "REPLICATION_ERROR",
-                                "the apply transaction was rolled back by batch %s: %s",
-                                s->ac.b->batch_id ? s->ac.b->batch_id : "?", s->err.message);
+        g->split = s->st != GS_OK;
+    }
+    if (g->split) {
+        rollback_group(conn);
+        return GS_OK;
     }
     if (gs_conn_exec(conn, "COMMIT", err) != GS_OK) {
-        gs_error e2;
-        if (!sqlite3_get_autocommit(gs_conn_db(conn)))
-            gs_conn_exec(conn, "ROLLBACK", &e2);
+        rollback_group(conn);
         gs_error_prefix(err, "committing the applied batches");
         return GS_ERROR;
     }
@@ -481,17 +507,30 @@ static void finish_batch(gs_repl_engine *e, staged_batch *s)
         e->counters.changes_applied += ac.res.applied;
         e->counters.conflicts += ac.res.conflicts;
     }
-    if (ac.res.applied_seq > e->applied_seq)
+    /* with table modes each peer is a source with its own position; e->applied_seq stays
+     * the position in the primary's log (sync phase, status) */
+    int from_primary = !e->tmodes || p->is_primary;
+    if (ac.res.applied_seq > p->applied_seq)
+        p->applied_seq = ac.res.applied_seq;
+    if (from_primary && ac.res.applied_seq > e->applied_seq)
         e->applied_seq = ac.res.applied_seq;
-    e->last_batch_ms = gs_repl_now_ms();
+    if (from_primary)
+        e->last_batch_ms = gs_repl_now_ms();
     if (b->hlc_max)
         snprintf(p->last_received_hlc, sizeof p->last_received_hlc, "%s", b->hlc_max);
-    int64_t applied = e->applied_seq;
+    int64_t applied = from_primary ? e->applied_seq : p->applied_seq;
+    e->counters.changes_filtered += ac.res.filtered;
     pthread_mutex_unlock(&e->mu);
+    if (ac.res.filtered)
+        gs_log(GS_LOG_DEBUG, "repl",
+               "database '%s': batch %s from %s: %zu changes of tables this node does not take "
+               "from it skipped (databases[].tables)",
+               gs_db_id(e->db), b->batch_id ? b->batch_id : "", from, ac.res.filtered);
     /* A gap answers with the position, so the sender rewinds at once. */
     send_ack(e, from, ac.res.gap ? "" : (b->batch_id ? b->batch_id : ""), applied);
     gs_repl_apply_result_free(&ac.res);
-    gs_repl_sync_check_ready(e, (int64_t)b->nchanges);
+    if (from_primary)
+        gs_repl_sync_check_ready(e, (int64_t)b->nchanges);
 }
 
 /* Apply the staged batches (inbound thread), then answer each in order. */
@@ -509,6 +548,16 @@ static void flush_group(gs_repl_engine *e, batch_group *g)
                              : gs_repl_on_writer(e, apply_group_fn, g, &err);
     if (g->n == 1)
         g->items[0].st = st;
+    if (g->n > 1 && st == GS_OK && g->split) {
+        /* nothing of the group was kept: each batch in its own transaction, as if alone */
+        for (size_t i = 0; i < g->n; i++) {
+            staged_batch *s = &g->items[i];
+            gs_repl_apply_result_free(&s->ac.res);
+            gs_error_init(&s->err);
+            s->ac.in_group = 0;
+            s->st = gs_repl_on_writer(e, apply_fn, &s->ac, &s->err);
+        }
+    }
     for (size_t i = 0; i < g->n; i++) {
         staged_batch *s = &g->items[i];
         if (g->n > 1 && st != GS_OK) {
@@ -542,6 +591,7 @@ static void stage_batch(gs_repl_engine *e, batch_group *g, const char *from, gs_
     memset(msg, 0, sizeof *msg);
     s->ac.e = e;
     s->ac.b = &s->msg.batch;
+    s->ac.from = p;
     g->changes += s->msg.batch.nchanges;
     g->n++;
 }
@@ -577,11 +627,24 @@ static void receive_batch(gs_repl_engine *e, const char *from, gs_repl_message *
             count_rejection(e, &ferr, "batch rejected", from);
             return;
         }
-    } else if (e->is_primary || !peer_primary)
+    } else if (!e->tmodes && (e->is_primary || !peer_primary))
         return reject(e, from, "TOPOLOGY_ERROR",
                       "batch from '%s' refused: in static mode a replica accepts batches only "
                       "from the primary",
                       from);
+    if (e->tmodes) {
+        /* after forget_joiner_position only a batch from the start of its log is taken; one
+         * sent before the peer rewound is answered with the position again */
+        pthread_mutex_lock(&e->mu);
+        int rewind = p->restart_pending && b->from_seq > 1;
+        if (p->restart_pending && !rewind)
+            p->restart_pending = 0;
+        pthread_mutex_unlock(&e->mu);
+        if (rewind) {
+            send_ack(e, from, "", 0);
+            return;
+        }
+    }
     if ((int64_t)b->nchanges > e->o.max_batch_changes)
         return reject(e, from, "BATCH_VALIDATION_ERROR",
                       "batch %s holds more changes than maxBatchChanges allows",
@@ -624,7 +687,7 @@ static void receive_ack(gs_repl_engine *e, const char *from, const gs_repl_ack *
     }
     pthread_mutex_lock(&e->mu);
     gs_peer *p = gs_repl_peer_find(e, from);
-    if (!p || p->is_primary || (!e->is_primary && !e->auth)) {
+    if (!p || (!e->tmodes && (p->is_primary || (!e->is_primary && !e->auth)))) {
         pthread_mutex_unlock(&e->mu);
         gs_log(GS_LOG_DEBUG, "repl",
                "database '%s': ack from %s ignored (not a replica of "
@@ -680,6 +743,7 @@ static void peer_event(gs_repl_engine *e, const char *id, int connected)
     int primary = p->is_primary;
     int ready = strcmp(e->phase, "ready") == 0 || strcmp(e->phase, "catching-up") == 0;
     int64_t applied = e->applied_seq;
+    int64_t peer_applied = p->applied_seq;
     e->timer_wake = 1;
     pthread_cond_signal(&e->timer_cond);
     pthread_mutex_unlock(&e->mu);
@@ -701,6 +765,9 @@ static void peer_event(gs_repl_engine *e, const char *id, int connected)
             send_ack(e, id, "", applied); /* spec 03 Peer Tracking: report the position */
         else
             gs_repl_sync_maybe_start(e, id);
+    } else if (e->tmodes) {
+        /* table modes: this node also takes changes from the peer: report where it stands */
+        send_ack(e, id, "", peer_applied);
     }
 }
 
@@ -712,6 +779,51 @@ void gs_repl_post_sync_retry(gs_repl_engine *e)
 void gs_repl_post_view_change(gs_repl_engine *e)
 {
     enqueue(e, "", GS_REPL_MSG_SYNC, 0, NULL, 0, 3);
+}
+
+typedef struct forget_call {
+    const char *peer;
+} forget_call;
+
+static gs_status forget_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
+{
+    (void)out;
+    return gs_repl_apply_record_position(conn, ((forget_call *)user)->peer, 0, err);
+}
+
+/* Table modes, primary: a peer asking for a first sync starts afresh, and so may its own log
+ * (a node id reused with a new database): what this node applied from it is forgotten, and
+ * the peer is told to send its log from the start (applying it again is idempotent). */
+static void forget_joiner_position(gs_repl_engine *e, const char *from, const uint8_t *bytes,
+                                   size_t len)
+{
+    gs_sync_message sm;
+    gs_error err;
+    gs_error_init(&err);
+    if (gs_sync_message_decode(bytes, len, &sm, &err) != GS_OK)
+        return; /* the sync layer reports it */
+    int request = sm.kind == GS_SMSG_REQUEST;
+    gs_sync_message_free(&sm);
+    pthread_mutex_lock(&e->mu);
+    gs_peer *p = gs_repl_peer_find(e, from);
+    int known = p && !p->is_primary;
+    pthread_mutex_unlock(&e->mu);
+    if (!request || !known)
+        return;
+    forget_call fc = {from};
+    if (gs_repl_on_writer(e, forget_fn, &fc, &err) != GS_OK) {
+        gs_repl_note_error(e, &err, "forgetting the position of a joining peer", from);
+        return;
+    }
+    pthread_mutex_lock(&e->mu);
+    p->applied_seq = 0;
+    p->restart_pending = 1;
+    pthread_mutex_unlock(&e->mu);
+    gs_log(GS_LOG_INFO, "repl",
+           "database '%s': %s asked for a first sync: its changes are taken again from the start "
+           "of its log",
+           gs_db_id(e->db), from);
+    send_ack(e, from, "", 0);
 }
 
 static void dispatch(gs_repl_engine *e, gs_inbound *m, batch_group *group)
@@ -749,7 +861,11 @@ static void dispatch(gs_repl_engine *e, gs_inbound *m, batch_group *group)
         gs_repl_message_free(&msg);
         break;
     }
-    case GS_REPL_MSG_SYNC: gs_repl_sync_in(e, m->from, m->bytes, m->len); break;
+    case GS_REPL_MSG_SYNC:
+        if (e->tmodes && e->is_primary)
+            forget_joiner_position(e, m->from, m->bytes, m->len);
+        gs_repl_sync_in(e, m->from, m->bytes, m->len);
+        break;
     case GS_REPL_MSG_FORWARD_REQUEST:
         gs_repl_forward_request_in(e, m->from, m->call_id, m->bytes, m->len);
         break;
@@ -809,13 +925,135 @@ static void *inbound_main(void *arg)
 
 /* ---- timer thread: the sender loop and every deadline ---- */
 
+/* Table modes: keep only the changes of tables this node emits, and checksum what is left. The
+ * batch still covers its whole range, so the receiver's position moves past what it never
+ * gets (an all-filtered range gives an empty batch). */
+static gs_status filter_batch(gs_repl_engine *e, gs_repl_batch *b, gs_error *err)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < b->nchanges; i++) {
+        if (gs_repl_table_emits(e, b->changes[i].table)) {
+            if (k != i)
+                b->changes[k] = b->changes[i];
+            k++;
+        } else {
+            gs_repl_change_free(&b->changes[i]);
+        }
+    }
+    if (k == b->nchanges)
+        return GS_OK;
+    b->nchanges = k;
+    char sum[65];
+    if (gs_repl_changes_checksum(b->changes, b->nchanges, sum, err) != GS_OK)
+        return GS_ERROR;
+    char *c = gs_strdup(sum);
+    if (!c)
+        return gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory filtering a batch");
+    gs_free(b->checksum);
+    b->checksum = c;
+    return GS_OK;
+}
+
+/* ---- a replica behind the retained log resyncs ----
+ *
+ * The primary refuses to stream to a replica whose position is below pruned_seq and sends it,
+ * on the Sync stream, a SyncAck from the source with success false, batchIndex -1, an empty
+ * requestId, table RESYNC_TABLE and the reason in error: the shape a sync source already uses
+ * to refuse a request, which a node not expecting it ignores (it matches no sync of its own).
+ * A static-mode replica of ours that hears it from its primary while ready or catching up
+ * runs a first sync again (gs_repl_sync_reset, gs_repl_sync_maybe_start). */
+#define RESYNC_TABLE "__resync__"
+
+/* Timer thread. */
+static void send_resync_notice(gs_repl_engine *e, const char *peer, int64_t position,
+                               uint64_t pruned, int first)
+{
+    char why[320];
+    snprintf(why, sizeof why,
+             "REPLICATION_ERROR: this replica is at seq %lld but %s pruned its change log up to "
+             "seq %llu; the changes in between are gone, so it must resync (a first sync)",
+             (long long)position, e->node_id, (unsigned long long)pruned);
+    gs_sync_message m;
+    memset(&m, 0, sizeof m);
+    m.kind = GS_SMSG_ACK;
+    m.ack.request_id = "";
+    m.ack.joiner_node_id = (char *)peer;
+    m.ack.table = RESYNC_TABLE;
+    m.ack.batch_index = -1;
+    m.ack.success = 0;
+    m.ack.error = why;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    gs_error err;
+    gs_error_init(&err);
+    if (gs_sync_message_encode(&m, &bytes, &len, &err) == GS_OK) {
+        gs_error_init(&err);
+        if (e->o.transport->send(e->o.transport_instance, peer, GS_REPL_MSG_SYNC, 0, bytes, len,
+                                 &err) == GS_OK) {
+            /* repeated every ack_timeout_ms while it stays behind (it may be syncing): the
+             * first one is the news */
+            gs_log(first ? GS_LOG_WARN : GS_LOG_DEBUG, "repl",
+                   "database '%s': replica %s is at seq %lld, below the pruned log (seq %llu): "
+                   "told it to resync",
+                   gs_db_id(e->db), peer, (long long)position, (unsigned long long)pruned);
+            gs_free(bytes);
+            return;
+        }
+    }
+    gs_free(bytes);
+    gs_log(GS_LOG_DEBUG, "repl", "database '%s': resync notice to %s not sent: %s (retried)",
+           gs_db_id(e->db), peer, err.code[0] ? err.message : "the transport refused it");
+}
+
+int gs_repl_resync_notice_in(gs_repl_engine *e, const char *from, const gs_sync_ack *a)
+{
+    if (a->success || a->batch_index != -1 || (a->request_id && a->request_id[0]) || !a->table ||
+        strcmp(a->table, RESYNC_TABLE) != 0)
+        return 0;
+    const char *why = a->error && a->error[0] ? a->error : "the primary pruned its change log";
+    pthread_mutex_lock(&e->mu);
+    gs_peer *p = gs_repl_peer_find(e, from);
+    int from_primary = p && p->is_primary;
+    int streaming = strcmp(e->phase, "ready") == 0 || strcmp(e->phase, "catching-up") == 0;
+    int64_t applied = e->applied_seq;
+    pthread_mutex_unlock(&e->mu);
+    if (e->auth || e->is_primary || !from_primary || !streaming ||
+        (a->joiner_node_id && a->joiner_node_id[0] && strcmp(a->joiner_node_id, e->node_id))) {
+        gs_log(GS_LOG_DEBUG, "repl", "database '%s': resync notice from %s ignored (%s)",
+               gs_db_id(e->db), from,
+               e->auth || e->is_primary ? "not a static-mode replica"
+               : !from_primary          ? "not this replica's primary"
+               : !streaming             ? "a sync is already under way"
+                                        : "addressed to another node");
+        return 1;
+    }
+    if (!e->o.initial_sync) {
+        gs_error err;
+        gs_error_init(&err);
+        gs_error_set(&err, 0, "REPLICATION_ERROR",
+                     "primary %s cannot stream to this replica (%s), and replication.initial_sync "
+                     "is off: give this node a fresh database, or turn initial_sync on so it "
+                     "resyncs by itself",
+                     from, why);
+        gs_repl_note_error(e, &err, "replicating", from);
+        return 1;
+    }
+    gs_log(GS_LOG_WARN, "repl",
+           "database '%s': resyncing from %s: %s (this replica applied up to seq %lld). Its "
+           "tables are copied afresh by a first sync",
+           gs_db_id(e->db), from, why, (long long)applied);
+    gs_repl_sync_reset(e);
+    gs_repl_sync_maybe_start(e, from);
+    return 1;
+}
+
 /* Send batches to one replica until its window is full or the log is drained. Returns 1
  * when it stopped because more remains and the window has room (call again). */
 static int send_to_peer(gs_repl_engine *e, size_t idx)
 {
     pthread_mutex_lock(&e->mu);
     gs_peer *p = &e->peers[idx];
-    if (e->stop || !p->connected || !p->positioned || p->is_primary ||
+    if (e->stop || !p->connected || !p->positioned || (p->is_primary && !e->tmodes) ||
         p->ninflight >= e->o.max_pending_batches || p->ninflight >= GS_REPL_MAX_INFLIGHT) {
         pthread_mutex_unlock(&e->mu);
         return 0;
@@ -827,7 +1065,14 @@ static int send_to_peer(gs_repl_engine *e, size_t idx)
     uint64_t pruned = atomic_load(&e->db->cdc->pruned_seq);
     if ((uint64_t)after < pruned) {
         /* retention deleted changes this replica never had: sending the rest would lose
-         * them silently */
+         * them silently. Static mode tells it to resync (it runs a first sync again) and
+         * repeats that every ack_timeout_ms while it stays behind; coordinator mode has its
+         * own repair path. */
+        int64_t now = gs_repl_now_ms();
+        int notify =
+            !e->auth && (!p->resync_notice_ms || now - p->resync_notice_ms >= e->o.ack_timeout_ms);
+        if (notify)
+            p->resync_notice_ms = now;
         p->behind_reported = 1;
         pthread_mutex_unlock(&e->mu);
         if (!reported) {
@@ -835,12 +1080,23 @@ static int send_to_peer(gs_repl_engine *e, size_t idx)
             gs_error_init(&err);
             gs_error_set(&err, 0, "REPLICATION_ERROR",
                          "replica %s is at seq %lld but the change log was pruned up to %llu "
-                         "(cdc.retention_ms); it cannot catch up from the log: give it a fresh "
-                         "database so it syncs again, or raise the retention",
-                         peer_id, (long long)after, (unsigned long long)pruned);
+                         "(cdc.retention_ms, cdc.max_log_bytes, cdc.max_log_changes); it cannot "
+                         "catch up from the log: %s",
+                         peer_id, (long long)after, (unsigned long long)pruned,
+                         e->auth ? "give it a fresh database so it syncs again, or raise the "
+                                   "retention"
+                                 : "it is told to resync (a first sync); raise the bound if "
+                                   "this repeats");
             gs_repl_note_error(e, &err, "replicating", peer_id);
         }
+        if (notify)
+            send_resync_notice(e, peer_id, after, pruned, !reported);
         return 0;
+    }
+    if (p->behind_reported) {
+        /* back within the log (it resynced): report afresh should it fall behind again */
+        p->behind_reported = 0;
+        p->resync_notice_ms = 0;
     }
     pthread_mutex_unlock(&e->mu);
 
@@ -849,17 +1105,29 @@ static int send_to_peer(gs_repl_engine *e, size_t idx)
     gs_error err;
     gs_error_init(&err);
     int64_t term = gs_repl_coord_term(e);
-    if (!e->cache.bytes || e->cache.after != after || e->cache.term != term) {
+    /* table modes: the primary also relays what it applied from the other replicas (never
+     * back to their origin), so the batch depends on the peer */
+    int relay = e->tmodes && e->is_primary;
+    if (!e->cache.bytes || e->cache.after != after || e->cache.term != term ||
+        (relay && strcmp(e->cache.peer, peer_id) != 0)) {
         gs_repl_batch b;
         memset(&b, 0, sizeof b);
         int empty = 1;
-        if (gs_repl_read_batch(e->log_conn, e->node_id, after, (size_t)e->o.batch_size, &b, &empty,
-                               &err) != GS_OK) {
+        gs_status rst = relay ? gs_repl_read_batch_relay(e->log_conn, e->node_id, peer_id, after,
+                                                         (size_t)e->o.batch_size, &b, &empty, &err)
+                              : gs_repl_read_batch(e->log_conn, e->node_id, after,
+                                                   (size_t)e->o.batch_size, &b, &empty, &err);
+        if (rst != GS_OK) {
             gs_repl_note_error(e, &err, "reading the change log", NULL);
             return 0;
         }
         if (empty) {
             gs_repl_batch_free(&b);
+            return 0;
+        }
+        if (e->tmodes && filter_batch(e, &b, &err) != GS_OK) {
+            gs_repl_batch_free(&b);
+            gs_repl_note_error(e, &err, "filtering a batch by table mode", NULL);
             return 0;
         }
         gs_repl_message m;
@@ -886,6 +1154,7 @@ static int send_to_peer(gs_repl_engine *e, size_t idx)
         e->cache.len = len;
         e->cache.after = after;
         e->cache.term = term;
+        snprintf(e->cache.peer, sizeof e->cache.peer, "%s", peer_id);
         e->cache.from = from;
         e->cache.to = to;
         e->cache.n = n;
@@ -974,7 +1243,7 @@ static void save_peer_states(gs_repl_engine *e, int64_t *saved_acked)
     pthread_mutex_lock(&e->mu);
     for (size_t i = 0; i < e->npeers && n < 64; i++) {
         gs_peer *p = &e->peers[i];
-        int64_t mark = p->is_primary ? e->applied_seq : p->last_acked_seq;
+        int64_t mark = p->is_primary && !e->tmodes ? e->applied_seq : p->last_acked_seq;
         if (mark == saved_acked[i])
             continue;
         saved_acked[i] = mark;
@@ -1030,18 +1299,28 @@ static void check_lag(gs_repl_engine *e, int64_t now)
  * node that never comes does not stop pruning for ever). */
 static void hold_log(gs_repl_engine *e)
 {
-    if (!e->is_primary)
+    if (!e->is_primary && !e->tmodes) /* table modes: every node's log feeds its peers */
         return;
     uint64_t hold = UINT64_MAX;
+    /* a replica already below what retention deleted is told to resync (send_to_peer): it no
+     * longer needs the log, so it holds nothing */
+    uint64_t pruned = atomic_load(&e->db->cdc->pruned_seq);
     pthread_mutex_lock(&e->mu);
     for (size_t i = 0; i < e->npeers; i++) {
         gs_peer *p = &e->peers[i];
-        if (!p->is_primary && (p->has_position || p->last_acked_seq > 0) &&
-            (uint64_t)p->last_acked_seq < hold)
+        if ((!p->is_primary || e->tmodes) && (p->has_position || p->last_acked_seq > 0) &&
+            (uint64_t)p->last_acked_seq >= pruned && (uint64_t)p->last_acked_seq < hold)
             hold = (uint64_t)p->last_acked_seq;
     }
+    uint64_t sync_hold = gs_repl_sync_hold(e); /* first syncs being served (sync.c) */
+    if (sync_hold < hold)
+        hold = sync_hold;
     pthread_mutex_unlock(&e->mu);
     atomic_store(&e->db->cdc->repl_hold, hold);
+    /* a sync being served is never cut short by the size bound (it would only start again) */
+    atomic_store(&e->db->cdc->repl_floor, sync_hold);
+    /* the size bound holds between the feed's periodic passes (cdc_log.c) */
+    gs_cdc_retention_tick(e->db->cdc, (uint64_t)gs_db_committed_seq(e->db));
 }
 
 static void *timer_main(void *arg)
@@ -1058,7 +1337,7 @@ static void *timer_main(void *arg)
         if (d && d < next)
             next = d;
         int more = 0;
-        if (e->is_primary)
+        if (e->is_primary || e->tmodes)
             for (size_t i = 0; i < e->npeers; i++)
                 while (send_to_peer(e, i))
                     more = 1;
@@ -1143,7 +1422,19 @@ static gs_status setup_steps(setup_call *sc, gs_conn *conn, gs_error *err)
             }
             if (a > sc->applied)
                 sc->applied = a;
-        } else {
+            p->applied_seq = a;
+        }
+        if (e->tmodes) {
+            /* both directions: where this node stands in the peer's log (the ledger) and
+             * what the peer acknowledged of this node's log */
+            int64_t a = 0, acked = 0;
+            if (gs_repl_applied_seq(conn, p->id, &a, err) != GS_OK ||
+                gs_repl_peer_state_load(conn, p->id, &acked, err) != GS_OK)
+                return GS_ERROR;
+            if (a > p->applied_seq)
+                p->applied_seq = a;
+            p->last_acked_seq = p->last_sent_seq = acked;
+        } else if (!p->is_primary) {
             int64_t acked = 0;
             if (gs_repl_peer_state_load(conn, p->id, &acked, err) != GS_OK)
                 return GS_ERROR;
@@ -1212,6 +1503,18 @@ gs_status gs_repl_options_check(const gs_repl_options *o, gs_error *err)
     if (!o->default_resolver.vt)
         return gs_error_set(err, 0, "INVALID_CONFIG",
                             "replication needs a default resolver instance");
+    if (o->ntable_modes) {
+        if (o->coordinator)
+            return gs_error_set(err, 0, "INVALID_CONFIG",
+                                "tables: per-table modes are static-mode only: a coordinator-mode "
+                                "group has a single primary (spec 03); remove the tables list or "
+                                "the coordinator");
+        gs_table_modes *tm = NULL;
+        if (gs_table_modes_create(o->table_modes, o->ntable_modes, strcmp(o->role, "primary") == 0,
+                                  &tm, err) != GS_OK)
+            return GS_ERROR;
+        gs_table_modes_free(tm);
+    }
     int primaries = 0;
     for (size_t i = 0; o->coordinator && i < o->npeers; i++) {
         if (!o->peers[i].id || !o->peers[i].id[0])
@@ -1290,6 +1593,14 @@ gs_status gs_repl_engine_start(gs_database *db, const gs_repl_options *o, gs_rep
         return GS_ERROR;
     }
     e->is_primary = strcmp(e->role, "primary") == 0;
+    if (o->ntable_modes && (gs_table_modes_create(o->table_modes, o->ntable_modes, e->is_primary,
+                                                  &e->tmodes, err) != GS_OK ||
+                            gs_repl_table_route_open(e, err) != GS_OK)) {
+        gs_error_prefix(err, "replication of database '%s'", gs_db_id(db));
+        gs_repl_engine_free(e);
+        return GS_ERROR;
+    }
+    e->o.table_modes = NULL; /* the caller's; the engine keeps e->tmodes */
 
     gs_conn_options co;
     memset(&co, 0, sizeof co);
@@ -1402,6 +1713,8 @@ void gs_repl_engine_free(gs_repl_engine *e)
         gs_free(m);
     }
     gs_authority_free(e->auth);
+    gs_table_modes_free(e->tmodes);
+    gs_repl_table_route_close(e);
     gs_free(e->group_id);
     gs_conn_close(e->log_conn);
     gs_free(e->cache.bytes);
@@ -1480,6 +1793,7 @@ void gs_repl_status_json(gs_repl_engine *e, gs_buf *b)
                   e->o.write_forwarding ? "true" : "false", connected, (long long)local);
     gs_buf_puts(b, ",\"syncState\":");
     gs_buf_json_string(b, phase, strlen(phase));
+    gs_repl_sync_status_fields(e, b);
     if (e->auth)
         gs_repl_coord_status_fields(e, b, &reason, &can_read, &can_write);
     gs_buf_printf(b, ",\"healthReason\":\"%s\"", reason);

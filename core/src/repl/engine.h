@@ -27,6 +27,7 @@
 #include "db/database.h"
 #include "repl/apply.h"
 #include "repl/authority.h"
+#include "repl/table_mode.h"
 
 #include <gatestream/repl_transport.h>
 #include <gatestream/resolver.h>
@@ -70,6 +71,7 @@ typedef struct gs_repl_options {
 
     int initial_sync;                  /**< 1 */
     int64_t sync_batch_size;           /**< 10000 */
+    int64_t sync_batch_max_bytes;      /**< 4 MiB: a page's bound in bytes (one row may pass it) */
     int64_t max_concurrent_syncs;      /**< 2 */
     int64_t max_sync_duration_ms;      /**< 1800000 */
     int64_t max_sync_lag_before_ready; /**< 100 */
@@ -95,6 +97,16 @@ typedef struct gs_repl_options {
     /** onBeforeForwardedQuery: may refuse a forwarded statement (inbound thread). */
     gs_status (*before_forwarded)(void *user, const char *sql, json_t *params, gs_error *err);
     void *user;
+
+    /** Per-table replication modes (table_mode.h; static mode only, refused with a
+     * coordinator). With rules, every node sends its peers the changes of the tables it emits
+     * and applies from any configured peer only the tables it pulls, and writes are routed per
+     * table (gs_repl_route_request). No rules (0): the single-primary behaviour. */
+    const gs_table_mode_rule *table_modes;
+    size_t ntable_modes;
+    /** With table modes: a local write to a `replica` table is refused (TOPOLOGY_ERROR)
+     * instead of forwarded to the primary. */
+    int write_proxy_reject;
 } gs_repl_options;
 
 /** The spec's defaults (pointers NULL, role "primary", write concern "local"). */
@@ -126,6 +138,16 @@ typedef enum gs_repl_write_route {
  * transaction or load on a replica). `statements` is how many statements the write holds. */
 gs_status gs_repl_route_write(gs_repl_engine *e, gs_db_job_kind kind, size_t statements,
                               gs_repl_write_route *route, gs_error *err);
+
+/** Route a whole request: gs_repl_route_write without table modes; with them, by the tables the
+ * request writes (found by preparing its statements, never running them): every table
+ * written here (primary, sync, writeonly, excluded) runs locally, every table owned by the
+ * primary (replica) is forwarded (TOPOLOGY_ERROR with write_proxy: reject), a readonly table
+ * or a request mixing local and forwarded tables is refused with TOPOLOGY_ERROR naming the
+ * table and its mode. A request that names no table (DDL) routes as without table modes.
+ * Any thread. */
+gs_status gs_repl_route_request(gs_repl_engine *e, const gs_db_request *req,
+                                gs_repl_write_route *route, gs_error *err);
 
 /** Forward an EXECUTE or BATCH request to the primary; req->done is called exactly once
  * with the primary's answer shaped as the local database would give it. GS_ERROR
@@ -171,6 +193,7 @@ typedef struct gs_repl_counters {
     uint64_t batches_sent, batches_received, batches_applied, batches_duplicate, batches_gap;
     uint64_t retransmits, rejected;
     uint64_t changes_applied, conflicts;
+    uint64_t changes_filtered; /**< table modes: received changes of tables not pulled here */
 } gs_repl_counters;
 
 /** Copy up to max peers; returns how many the engine tracks. */
@@ -178,6 +201,27 @@ size_t gs_repl_peers(gs_repl_engine *e, gs_repl_peer_info *out, size_t max);
 void gs_repl_get_counters(gs_repl_engine *e, gs_repl_counters *out);
 /** "pending" | "syncing" | "catching-up" | "ready" */
 const char *gs_repl_sync_phase(gs_repl_engine *e);
+
+/** First-sync progress. Joiner fields describe the sync this replica runs (active = 1) or ran
+ * last; the counters add up over the engine's life; pages_resent is the source side. */
+typedef struct gs_sync_progress {
+    int active;                        /**< 1 while this replica runs a first sync */
+    char source[128];                  /**< the node it syncs from */
+    int64_t tables_done, tables_total; /**< tables_total 0 = not known yet */
+    int64_t rows;                      /**< rows held, resumed parts included */
+    int64_t rows_total;                /**< rows the source announced; 0 = unknown */
+    int64_t bytes;                     /**< row bytes received by this engine */
+    int64_t elapsed_ms;                /**< since this engine's sync started */
+    double rows_per_sec;               /**< rows received by this engine / elapsed */
+    int64_t eta_seconds;               /**< -1 = unknown */
+    uint64_t tables_resumed;           /**< tables continued after a persisted page */
+    uint64_t tables_restarted;         /**< partly held tables the source sent again from page 0 */
+    uint64_t pages_duplicate;          /**< pages received again: acknowledged, not applied */
+    uint64_t pages_resent;             /**< source: pages sent again after an ack timeout */
+} gs_sync_progress;
+
+/** Copy the first-sync progress (any thread). */
+void gs_repl_sync_progress(gs_repl_engine *e, gs_sync_progress *out);
 /** The highest seq applied from the primary (replica), or the local committed seq (primary). */
 int64_t gs_repl_position(gs_repl_engine *e);
 /** The last error the engine recorded ("" when none): code and message. */

@@ -41,10 +41,13 @@ typedef struct gs_peer {
     int ninflight;
     int64_t last_ack_ms;
     int lag_reported;
-    int behind_reported; /* its position fell below what retention kept */
-    int has_position;    /* it reported a position once (retention holds the log for it) */
+    int behind_reported;      /* its position fell below what retention kept */
+    int64_t resync_notice_ms; /* when it was last told to resync (0 = not since it caught up) */
+    int has_position;         /* it reported a position once (retention holds the log for it) */
     /* receiver side */
     char last_received_hlc[256];
+    int64_t applied_seq; /* table modes: the high-water mark applied from this peer */
+    int restart_pending; /* table modes: it asked for a first sync; take its log from seq 1 */
     /* coordinator mode (coord.c), primary side */
     int in_sync;         /* the group state lists it in the in-sync set */
     int voter;           /* it is a voting data-bearing node */
@@ -53,8 +56,8 @@ typedef struct gs_peer {
     int evict_requested; /* its eviction was handed to the authority */
     int64_t admit_target, catch_target;
     int64_t admit_requested_ms, evict_requested_ms;
-    int catch_set;    /* catch_target holds the committed seq of the last tick */
-    int64_t pos_term; /* the term of its last position report */
+    int catch_set;             /* catch_target holds the committed seq of the last tick */
+    int64_t pos_term;          /* the term of its last position report */
     int64_t outside_logged_ms; /* last debug line on why it is not in the in-sync set */
 } gs_peer;
 
@@ -109,6 +112,7 @@ struct gs_repl_engine {
         uint8_t *bytes;
         size_t len, n;
         int64_t after, from, to, term;
+        char peer[128]; /* table modes: the replica it was read for (relayed rows differ) */
     } cache;
 
     pthread_mutex_t mu;
@@ -133,7 +137,12 @@ struct gs_repl_engine {
     struct gs_sync_joiner *joiner;   /* replica: the sync in progress, or NULL */
     struct gs_sync_source **sources; /* primary: syncs being served */
     size_t nsources;
+    gs_sync_progress sync_prog; /* sync.c's progress and counters */
     int transport_started;
+
+    /* per-table modes (table_mode.h); NULL = the single-primary behaviour */
+    gs_table_modes *tmodes;
+    struct gs_table_route *troute; /* table_route.c: finds the tables a request writes */
 
     pthread_t timer_thread, in_thread;
     int threads_started;
@@ -198,6 +207,18 @@ int64_t gs_repl_forward_expire(gs_repl_engine *e, int64_t now);
 /** Fail every waiting forward (stop) with code. */
 void gs_repl_forward_fail_all(gs_repl_engine *e, const char *code, const char *msg);
 
+/* table_route.c */
+gs_status gs_repl_table_route_open(gs_repl_engine *e, gs_error *err);
+void gs_repl_table_route_close(gs_repl_engine *e);
+/** With table modes: does this node send the change to its peers / take it from peer p?
+ * (DDL goes from the primary-role node only.) */
+int gs_repl_table_emits(gs_repl_engine *e, const char *table);
+int gs_repl_table_pulls(gs_repl_engine *e, const gs_peer *from, const char *table);
+/** First sync with table modes: append to (*names, *n) the tables the joiner does not copy
+ * from the primary (so the source neither streams nor lists them): every exact rule and every
+ * local table whose mode is not replica or readonly. Inbound thread (runs on the writer). */
+void gs_repl_table_sync_skips(gs_repl_engine *e, char ***names, size_t *n);
+
 /* sync.c */
 /** A SyncMessage arrived (inbound thread). */
 void gs_repl_sync_in(gs_repl_engine *e, const char *from, const uint8_t *bytes, size_t len);
@@ -216,7 +237,17 @@ void gs_repl_post_sync_retry(gs_repl_engine *e);
 /** Inbound thread: forget any sync progress and go back to pending (a full sync from the
  * current primary follows when it is connected). */
 void gs_repl_sync_reset(gs_repl_engine *e);
+/** Inbound thread (sync.c, for every SyncAck): 1 when the ack is a primary's notice that this
+ * node is behind its pruned change log (engine.c; a static-mode replica then resyncs), 0 when
+ * it is an ordinary SyncAck. */
+int gs_repl_resync_notice_in(gs_repl_engine *e, const char *from, const gs_sync_ack *a);
 /** Stop every sync (engine stop). */
 void gs_repl_sync_stop(gs_repl_engine *e);
+/** Under mu: the lowest seq a first sync being served needs kept in the log (UINT64_MAX =
+ * none): the snapshot it streams, or the older one a resumed joiner catches up from. */
+uint64_t gs_repl_sync_hold(gs_repl_engine *e);
+/** Append ,"syncProgress":{...} to the /health/ready replication object while a first sync
+ * runs on this replica (takes mu). */
+void gs_repl_sync_status_fields(gs_repl_engine *e, gs_buf *b);
 
 #endif

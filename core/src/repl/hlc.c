@@ -12,9 +12,26 @@ static const char META_KEY[] = "hlc_clock";
 
 size_t gs_hlc_encode(int64_t wall_ms, uint32_t logical, const char *node_id, char *out, size_t cap)
 {
-    int n = snprintf(out, cap, "%012llx-%04x-%s", (unsigned long long)wall_ms, (unsigned)logical,
-                     node_id ? node_id : "");
-    return n < 0 ? 0 : (size_t)n;
+    static const char hex[] = "0123456789abcdef";
+    const char *node = node_id ? node_id : "";
+    size_t nlen = strlen(node);
+    /* every stamp a clock makes has 12 and 4 digits: written directly (one is made per write);
+     * anything else, or a buffer too small, takes printf's exact rules */
+    if (wall_ms < 0 || (uint64_t)wall_ms > 0xffffffffffffULL || logical > 0xffff ||
+        18 + nlen >= cap) {
+        int n = snprintf(out, cap, "%012llx-%04x-%s", (unsigned long long)wall_ms,
+                         (unsigned)logical, node);
+        return n < 0 ? 0 : (size_t)n;
+    }
+    uint64_t w = (uint64_t)wall_ms;
+    for (int i = 11; i >= 0; i--, w >>= 4)
+        out[i] = hex[w & 15];
+    out[12] = '-';
+    for (int i = 16; i >= 13; i--, logical >>= 4)
+        out[i] = hex[logical & 15];
+    out[17] = '-';
+    memcpy(out + 18, node, nlen + 1);
+    return 18 + nlen;
 }
 
 /* Parse len hex digits (1..max) into *out. */

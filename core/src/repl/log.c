@@ -7,12 +7,14 @@
 #include "base/alloc.h"
 #include "base/buf.h"
 #include "base/error.h"
+#include "base/text.h"
 #include "db/cdc_internal.h"
 #include "repl/checksum.h"
 #include "repl/hlc.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +81,20 @@ static gs_status table_exists(gs_conn *conn, const char *name, int *exists, gs_e
     return GS_OK;
 }
 
+/* The same for a table of the core's own (`_sirannon_*`, never a view and never dropped while
+ * the core runs), asked once per batch: the connection's loaded schema answers "yes" without a
+ * statement; "no" may be a schema this connection has not reloaded yet, so it is asked again
+ * of the file. */
+static gs_status own_table_exists(gs_conn *conn, const char *name, int *exists, gs_error *err)
+{
+    if (sqlite3_table_column_metadata(gs_conn_db(conn), "main", name, NULL, NULL, NULL, NULL, NULL,
+                                      NULL) == SQLITE_OK) {
+        *exists = 1;
+        return GS_OK;
+    }
+    return table_exists(conn, name, exists, err);
+}
+
 /* Run a one-row integer query with an optional text parameter; *out = 0 when NULL. */
 static gs_status query_int(gs_conn *conn, const char *sql, const char *param, int64_t *out,
                            gs_error *err)
@@ -118,7 +134,7 @@ gs_status gs_repl_tables_ensure(gs_conn *writer, gs_error *err)
     /* the applier looks a row's latest stamp up by (table_name, row_id) for every change that
      * meets an existing row; without this index each lookup scans the log */
     int has_log;
-    if (table_exists(writer, "_sirannon_changes", &has_log, err) != GS_OK)
+    if (own_table_exists(writer, "_sirannon_changes", &has_log, err) != GS_OK)
         return GS_ERROR;
     if (has_log && gs_conn_exec(writer,
                                 "CREATE INDEX IF NOT EXISTS idx__sirannon_changes_row ON "
@@ -236,6 +252,350 @@ static gs_status key_cache_get(gs_conn *conn, key_cache *c, const char *table, c
     return GS_OK;
 }
 
+/* ---- row images ----
+ *
+ * The triggers write each image as compact JSON from json_object(): a flat object of plain
+ * keys whose values are numbers, strings, null, or an __sirannon_int / __sirannon_blob
+ * envelope. The sender reads one or two images per change it sends, and a general JSON
+ * parser (a tree of allocated nodes and a hash table per object) costs more than everything
+ * else in reading a batch, so images of that shape are decoded here in one pass. Anything
+ * else (whitespace, \u escapes, a number or an envelope outside the plain forms, invalid
+ * UTF-8, a repeated key) goes to gs_rrow_from_log_json, whose result and errors are the
+ * contract; the fast path gives the same row for the inputs it accepts.
+ */
+
+enum { IMG_OK = 1, IMG_SLOW = 0, IMG_OOM = -1 };
+
+/* Length of the valid UTF-8 sequence at p (RFC 3629: no overlong forms, no surrogates, at
+ * most U+10FFFF), or 0. */
+static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = p[0];
+    size_t n;
+    unsigned min;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 3, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4, min = 0x10000;
+    else
+        return 0;
+    if ((size_t)(end - p) < n)
+        return 0;
+    unsigned cp = c & (0x3f >> (n - 1));
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+/* A JSON string at *pp (just past the opening quote): its decoded length in *len, *pp moved
+ * past the closing quote, *escaped when it holds escapes. 0 when it needs the slow path. */
+static int img_scan_string(const char **pp, const char *end, size_t *len, int *escaped)
+{
+    const unsigned char *p = (const unsigned char *)*pp, *e = (const unsigned char *)end;
+    size_t n = 0;
+    *escaped = 0;
+    while (p < e && *p != '"') {
+        if (*p == '\\') {
+            if (p + 1 >= e || !strchr("\"\\/bfnrt", p[1]) || p[1] == '\0')
+                return 0; /* \u and anything unknown */
+            *escaped = 1;
+            p += 2;
+            n++;
+        } else if (*p < 0x20) {
+            return 0;
+        } else if (*p < 0x80) {
+            p++;
+            n++;
+        } else {
+            size_t k = utf8_seq(p, e);
+            if (!k)
+                return 0;
+            p += k;
+            n += k;
+        }
+    }
+    if (p >= e)
+        return 0;
+    *len = n;
+    *pp = (const char *)p + 1;
+    return 1;
+}
+
+/* Copy a scanned string's bytes (from s, escapes resolved) into an owned buffer + NUL. */
+static uint8_t *img_copy_string(const char *s, size_t len, int escaped)
+{
+    uint8_t *out = gs_malloc(len + 1);
+    if (!out)
+        return NULL;
+    if (!escaped) {
+        memcpy(out, s, len);
+    } else {
+        size_t n = 0;
+        for (const char *p = s; n < len; p++) {
+            if (*p != '\\') {
+                out[n++] = (uint8_t)*p;
+                continue;
+            }
+            p++;
+            switch (*p) {
+            case 'b': out[n++] = '\b'; break;
+            case 'f': out[n++] = '\f'; break;
+            case 'n': out[n++] = '\n'; break;
+            case 'r': out[n++] = '\r'; break;
+            case 't': out[n++] = '\t'; break;
+            default: out[n++] = (uint8_t)*p; break; /* " \ / */
+            }
+        }
+    }
+    out[len] = 0;
+    return out;
+}
+
+/* A JSON number at *pp under JSON's grammar: an integer of at most 18 digits, or a finite
+ * real. 0 for anything else (the slow path reports what is wrong with it). */
+static int img_number(const char **pp, const char *end, gs_rval *v)
+{
+    const char *p = *pp, *start = p;
+    if (p < end && *p == '-')
+        p++;
+    const char *digits = p;
+    if (p >= end || *p < '0' || *p > '9')
+        return 0;
+    if (*p == '0' && p + 1 < end && p[1] >= '0' && p[1] <= '9')
+        return 0;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    size_t ndigits = (size_t)(p - digits);
+    int real = 0;
+    if (p < end && *p == '.') {
+        real = 1;
+        p++;
+        if (p >= end || *p < '0' || *p > '9')
+            return 0;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        real = 1;
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= end || *p < '0' || *p > '9')
+            return 0;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    memset(v, 0, sizeof *v);
+    if (!real) {
+        if (ndigits > 18)
+            return 0;
+        int64_t mag = 0;
+        for (const char *d = digits; d < p; d++)
+            mag = mag * 10 + (*d - '0');
+        v->type = GS_RVAL_INT;
+        v->i = *start == '-' ? -mag : mag;
+    } else {
+        char tmp[64];
+        size_t n = (size_t)(p - start);
+        if (n >= sizeof tmp)
+            return 0;
+        memcpy(tmp, start, n);
+        tmp[n] = 0;
+        char *stop;
+        double d = strtod(tmp, &stop);
+        if (stop != tmp + n || !isfinite(d))
+            return 0;
+        v->type = GS_RVAL_DOUBLE;
+        v->d = d;
+    }
+    *pp = p;
+    return 1;
+}
+
+/* An envelope value at *pp (at its '{'): the plain forms only. */
+static int img_envelope(const char **pp, const char *end, gs_rval *v)
+{
+    static const char INT_KEY[] = "{\"__sirannon_int\":\"";
+    static const char BLOB_KEY[] = "{\"__sirannon_blob\":\"";
+    const char *p = *pp;
+    int is_blob;
+    if ((size_t)(end - p) > sizeof BLOB_KEY - 1 && memcmp(p, BLOB_KEY, sizeof BLOB_KEY - 1) == 0) {
+        is_blob = 1;
+        p += sizeof BLOB_KEY - 1;
+    } else if ((size_t)(end - p) > sizeof INT_KEY - 1 &&
+               memcmp(p, INT_KEY, sizeof INT_KEY - 1) == 0) {
+        is_blob = 0;
+        p += sizeof INT_KEY - 1;
+    } else {
+        return IMG_SLOW;
+    }
+    const char *payload = p;
+    while (p < end && *p != '"') {
+        if (is_blob ? gs_hex_value((unsigned char)*p) < 0
+                    : !((*p >= '0' && *p <= '9') || (*p == '-' && p == payload)))
+            return IMG_SLOW;
+        p++;
+    }
+    size_t len = (size_t)(p - payload);
+    if (end - p < 2 || p[1] != '}')
+        return IMG_SLOW;
+    memset(v, 0, sizeof *v);
+    if (is_blob) {
+        if (len % 2)
+            return IMG_SLOW;
+        uint8_t *b = gs_malloc(len / 2 + 1);
+        if (!b)
+            return IMG_OOM;
+        for (size_t i = 0; i < len; i += 2)
+            b[i / 2] = (uint8_t)(gs_hex_value((unsigned char)payload[i]) << 4 |
+                                 gs_hex_value((unsigned char)payload[i + 1]));
+        b[len / 2] = 0;
+        v->type = GS_RVAL_BLOB;
+        v->p = b;
+        v->len = len / 2;
+    } else {
+        int neg = *payload == '-';
+        size_t ndigits = len - (size_t)neg;
+        if (ndigits < 1 || ndigits > 19)
+            return IMG_SLOW;
+        uint64_t mag = 0;
+        for (size_t i = (size_t)neg; i < len; i++)
+            mag = mag * 10 + (uint64_t)(payload[i] - '0');
+        if (neg ? mag > (uint64_t)INT64_MAX + 1 : mag > (uint64_t)INT64_MAX)
+            return IMG_SLOW;
+        v->type = GS_RVAL_INT;
+        v->i = !neg ? (int64_t)mag : mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag;
+    }
+    *pp = p + 2;
+    return IMG_OK;
+}
+
+/* One value at *pp. */
+static int img_value(const char **pp, const char *end, gs_rval *v)
+{
+    const char *p = *pp;
+    memset(v, 0, sizeof *v);
+    if (p >= end)
+        return IMG_SLOW;
+    switch (*p) {
+    case '"': {
+        size_t len;
+        int escaped;
+        const char *s = p + 1, *q = s;
+        if (!img_scan_string(&q, end, &len, &escaped))
+            return IMG_SLOW;
+        if (!(v->p = img_copy_string(s, len, escaped)))
+            return IMG_OOM;
+        v->type = GS_RVAL_TEXT;
+        v->len = len;
+        *pp = q;
+        return IMG_OK;
+    }
+    case '{': return img_envelope(pp, end, v);
+    case 'n':
+        if (end - p < 4 || memcmp(p, "null", 4) != 0)
+            return IMG_SLOW;
+        v->type = GS_RVAL_NULL;
+        *pp = p + 4;
+        return IMG_OK;
+    case 't':
+    case 'f': {
+        int t = *p == 't';
+        size_t n = t ? 4 : 5;
+        if ((size_t)(end - p) < n || memcmp(p, t ? "true" : "false", n) != 0)
+            return IMG_SLOW;
+        v->type = GS_RVAL_BOOL;
+        v->i = t;
+        *pp = p + n;
+        return IMG_OK;
+    }
+    default: return img_number(pp, end, v) ? IMG_OK : IMG_SLOW;
+    }
+}
+
+/* The fast path: IMG_OK with *out, IMG_SLOW (nothing allocated), or IMG_OOM. */
+static int img_decode_fast(const char *text, gs_rrow **out)
+{
+    const char *p = text, *end = text + strlen(text);
+    *out = NULL;
+    if (p >= end || *p != '{')
+        return IMG_SLOW;
+    p++;
+    gs_rrow *row = gs_rrow_new();
+    if (!row)
+        return IMG_OOM;
+    int rc = IMG_OK;
+    if (p < end && *p == '}') {
+        p++;
+    } else {
+        for (;;) {
+            size_t klen;
+            int escaped;
+            char name[256];
+            const char *k = p + 1;
+            if (p >= end || *p != '"' || !img_scan_string(&k, end, &klen, &escaped) || escaped ||
+                klen >= sizeof name || k >= end || *k != ':') {
+                rc = IMG_SLOW;
+                break;
+            }
+            memcpy(name, p + 1, klen);
+            name[klen] = 0;
+            if (gs_rrow_find(row, name) >= 0) {
+                rc = IMG_SLOW; /* a repeated key keeps the general parser's rule */
+                break;
+            }
+            p = k + 1;
+            gs_rval v;
+            rc = img_value(&p, end, &v);
+            if (rc != IMG_OK)
+                break;
+            gs_error e;
+            if (gs_rrow_add_take(row, name, &v, &e) != GS_OK) {
+                rc = IMG_OOM;
+                break;
+            }
+            if (p < end && *p == ',') {
+                p++;
+                continue;
+            }
+            if (p < end && *p == '}') {
+                p++;
+                break;
+            }
+            rc = IMG_SLOW;
+            break;
+        }
+    }
+    if (rc == IMG_OK && p != end)
+        rc = IMG_SLOW;
+    if (rc != IMG_OK) {
+        gs_rrow_free(row);
+        return rc;
+    }
+    *out = row;
+    return IMG_OK;
+}
+
+gs_status gs_repl_log_image_decode(const char *text, gs_rrow **out, gs_error *err)
+{
+    *out = NULL;
+    if (!text)
+        return GS_OK;
+    int rc = img_decode_fast(text, out);
+    if (rc == IMG_OK)
+        return GS_OK;
+    if (rc == IMG_OOM)
+        return oom(err, "decoding a change-log row image");
+    return gs_rrow_from_log_json(text, out, err);
+}
+
 /* ---- one change ---- */
 
 static int parse_int64(const char *s, int64_t *out)
@@ -318,7 +678,7 @@ static gs_status fill_change(gs_conn *conn, sqlite3_stmt *ss, key_cache *cache, 
     const char *new_text = (const char *)sqlite3_column_text(ss, 5);
     if (ddl) {
         gs_rrow *img = NULL;
-        if (gs_rrow_from_log_json(new_text, &img, err) != GS_OK) {
+        if (gs_repl_log_image_decode(new_text, &img, err) != GS_OK) {
             gs_error_prefix(err, "change log row %lld (DDL)", (long long)c->seq);
             return GS_ERROR;
         }
@@ -338,8 +698,8 @@ static gs_status fill_change(gs_conn *conn, sqlite3_stmt *ss, key_cache *cache, 
         key_cache_clear(cache);
         return GS_OK;
     }
-    if (gs_rrow_from_log_json(new_text, &c->new_data, err) != GS_OK ||
-        gs_rrow_from_log_json(old_text, &c->old_data, err) != GS_OK) {
+    if (gs_repl_log_image_decode(new_text, &c->new_data, err) != GS_OK ||
+        gs_repl_log_image_decode(old_text, &c->old_data, err) != GS_OK) {
         gs_error_prefix(err, "change log row %lld of table '%s'", (long long)c->seq, c->table);
         return GS_ERROR;
     }
@@ -351,12 +711,18 @@ static gs_status fill_change(gs_conn *conn, sqlite3_stmt *ss, key_cache *cache, 
 
 /* ---- batches ---- */
 
-gs_status gs_repl_read_batch(gs_conn *conn, const char *local_node_id, int64_t after_seq,
-                             size_t max_changes, gs_repl_batch *out, int *empty, gs_error *err)
+/* except_node NULL: this node's own rows; else every stamped row but except_node's (relay). */
+static gs_status read_batch(gs_conn *conn, const char *local_node_id, const char *except_node,
+                            int64_t after_seq, size_t max_changes, gs_repl_batch *out, int *empty,
+                            gs_error *err)
 {
     static const char SQL[] = "SELECT seq, table_name, operation, row_id, old_data, new_data, "
                               "node_id, tx_id, hlc FROM _sirannon_changes WHERE seq > ?1 AND "
                               "node_id = ?2 ORDER BY seq LIMIT ?3";
+    static const char RELAY_SQL[] = "SELECT seq, table_name, operation, row_id, old_data, "
+                                    "new_data, node_id, tx_id, hlc FROM _sirannon_changes WHERE "
+                                    "seq > ?1 AND node_id != '' AND node_id != ?2 ORDER BY seq "
+                                    "LIMIT ?3";
     memset(out, 0, sizeof *out);
     *empty = 1;
     if (!local_node_id || !local_node_id[0])
@@ -369,17 +735,17 @@ gs_status gs_repl_read_batch(gs_conn *conn, const char *local_node_id, int64_t a
                        ? GS_REPL_MAX_BATCH_CHANGES
                        : max_changes;
     int exists;
-    if (table_exists(conn, "_sirannon_changes", &exists, err) != GS_OK)
+    if (own_table_exists(conn, "_sirannon_changes", &exists, err) != GS_OK)
         return GS_ERROR;
     if (!exists)
         return GS_OK;
 
     gs_stmt *st;
-    if (prep(conn, SQL, &st, err) != GS_OK)
+    if (prep(conn, except_node ? RELAY_SQL : SQL, &st, err) != GS_OK)
         return GS_ERROR;
     sqlite3_stmt *ss = gs_stmt_sqlite(st);
     sqlite3_bind_int64(ss, 1, after_seq);
-    sqlite3_bind_text(ss, 2, local_node_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(ss, 2, except_node ? except_node : local_node_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(ss, 3, (sqlite3_int64)limit);
     key_cache cache = {0};
     gs_status status = GS_OK;
@@ -450,13 +816,28 @@ gs_status gs_repl_read_batch(gs_conn *conn, const char *local_node_id, int64_t a
     return GS_OK;
 }
 
+gs_status gs_repl_read_batch(gs_conn *conn, const char *local_node_id, int64_t after_seq,
+                             size_t max_changes, gs_repl_batch *out, int *empty, gs_error *err)
+{
+    return read_batch(conn, local_node_id, NULL, after_seq, max_changes, out, empty, err);
+}
+
+gs_status gs_repl_read_batch_relay(gs_conn *conn, const char *local_node_id,
+                                   const char *except_node_id, int64_t after_seq,
+                                   size_t max_changes, gs_repl_batch *out, int *empty,
+                                   gs_error *err)
+{
+    return read_batch(conn, local_node_id, except_node_id ? except_node_id : "", after_seq,
+                      max_changes, out, empty, err);
+}
+
 /* ---- positions ---- */
 
 gs_status gs_repl_current_seq(gs_conn *conn, int64_t *out, gs_error *err)
 {
     *out = 0;
     int exists;
-    if (table_exists(conn, "_sirannon_changes", &exists, err) != GS_OK)
+    if (own_table_exists(conn, "_sirannon_changes", &exists, err) != GS_OK)
         return GS_ERROR;
     if (!exists)
         return GS_OK;
@@ -474,7 +855,7 @@ gs_status gs_repl_applied_seq(gs_conn *conn, const char *source_node_id, int64_t
     if (!source_node_id)
         return gs_error_set(err, 0, "INVALID_REQUEST", "no source node id");
     int exists;
-    if (table_exists(conn, "_sirannon_applied_changes", &exists, err) != GS_OK)
+    if (own_table_exists(conn, "_sirannon_applied_changes", &exists, err) != GS_OK)
         return GS_ERROR;
     if (!exists)
         return GS_OK;
@@ -520,7 +901,7 @@ gs_status gs_repl_peer_state_load(gs_conn *conn, const char *peer, int64_t *last
     if (!peer)
         return gs_error_set(err, 0, "INVALID_REQUEST", "no peer id");
     int exists;
-    if (table_exists(conn, "_sirannon_peer_state", &exists, err) != GS_OK)
+    if (own_table_exists(conn, "_sirannon_peer_state", &exists, err) != GS_OK)
         return GS_ERROR;
     if (!exists)
         return GS_OK;
@@ -537,9 +918,9 @@ gs_status gs_repl_log_ddl(gs_conn *writer, const char *sql, gs_error *err)
     static const char SQL[] =
         "INSERT INTO _sirannon_changes (table_name, operation, row_id, changed_at, new_data, "
         "node_id, tx_id, hlc) SELECT '" GS_REPL_DDL_TABLE "', '" GS_REPL_DDL_OPERATION "', '', "
-        "(julianday('now') - 2440587.5) * 86400.0, ?1, coalesce(s.node_id, ''), "
-        "coalesce(s.tx_id, ''), coalesce(s.hlc, '') FROM (SELECT 1) LEFT JOIN " GS_CDC_STAMP_TABLE
-        " s";
+        "(julianday('now') - 2440587.5) * 86400.0, ?1, coalesce(gs_stamp.node_id, ''), "
+        "coalesce(gs_stamp.tx_id, ''), coalesce(gs_stamp.hlc, '') FROM (SELECT 1) LEFT "
+        "JOIN " GS_CDC_STAMP_TABLE " gs_stamp";
     if (!sql)
         return gs_error_set(err, 0, "INVALID_REQUEST", "no DDL statement to record");
     gs_buf b;

@@ -64,6 +64,15 @@ gs_status gs_repl_tables_ensure(gs_conn *writer, gs_error *err);
 gs_status gs_repl_read_batch(gs_conn *conn, const char *local_node_id, int64_t after_seq,
                              size_t max_changes, gs_repl_batch *out, int *empty, gs_error *err);
 
+/** gs_repl_read_batch for relaying (per-table modes, a primary to one replica): the rows of
+ * every origin except except_node_id (the recipient) and except unstamped rows, so changes
+ * this node applied from one peer go on to the others but never back to where they came
+ * from. The batch's source is still local_node_id. */
+gs_status gs_repl_read_batch_relay(gs_conn *conn, const char *local_node_id,
+                                   const char *except_node_id, int64_t after_seq,
+                                   size_t max_changes, gs_repl_batch *out, int *empty,
+                                   gs_error *err);
+
 /** The highest seq the log has handed out: the larger of MAX(seq) and the AUTOINCREMENT
  * counter, so a pruned log still reports its true end (0 when there is no log). */
 gs_status gs_repl_current_seq(gs_conn *conn, int64_t *out, gs_error *err);
@@ -82,6 +91,11 @@ gs_status gs_repl_peer_state_save(gs_conn *writer, const char *peer, int64_t las
 /** last_acked_seq of a peer (0 when unknown). */
 gs_status gs_repl_peer_state_load(gs_conn *conn, const char *peer, int64_t *last_acked,
                                   gs_error *err);
+
+/** Decode a change-log row image (old_data / new_data text; NULL gives NULL): the same row and
+ * the same errors as gs_rrow_from_log_json (msg.h), with a one-pass fast path for the compact
+ * form the triggers write. Any thread. */
+gs_status gs_repl_log_image_decode(const char *text, gs_rrow **out, gs_error *err);
 
 /** Insert the DDL change row for sql (as given) into `_sirannon_changes`, with the writer's
  * current stamp (db/cdc_internal.h). */

@@ -449,6 +449,12 @@ void gs_sync_request_free(gs_sync_request *r)
     gs_free(r->joiner_node_id);
     free_strings(r->completed_tables, r->ncompleted);
     gs_free(r->group_id);
+    for (size_t i = 0; r->resume && i < r->nresume; i++) {
+        gs_free(r->resume[i].table);
+        gs_free(r->resume[i].cursor);
+        gs_free(r->resume[i].digest);
+    }
+    gs_free(r->resume);
     memset(r, 0, sizeof *r);
 }
 
@@ -464,6 +470,7 @@ void gs_sync_batch_free(gs_sync_batch *b)
     free_strings(b->schema, b->nschema);
     gs_free(b->checksum);
     gs_free(b->group_id);
+    gs_free(b->cursor);
     memset(b, 0, sizeof *b);
 }
 

@@ -109,6 +109,15 @@ typedef struct gs_repl_message {
     gs_repl_ack ack;
 } gs_repl_message;
 
+/** A partly received table (gatestream extension, field 100 of SyncRequestPayload). */
+typedef struct gs_sync_resume {
+    char *table;
+    int32_t batch_index; /**< the last batch applied */
+    char *cursor;        /**< the source's keyset cursor after it (JSON); NULL = absent */
+    char *digest;        /**< the batchDigest chain through it; NULL = absent */
+    int64_t rows;        /**< rows applied through it */
+} gs_sync_resume;
+
 typedef struct gs_sync_request {
     char *request_id;
     char *joiner_node_id;
@@ -118,6 +127,9 @@ typedef struct gs_sync_request {
     int has_term;
     int64_t primary_term;
     int supports_stream_verification;
+    gs_sync_resume *resume; /**< nresume; gatestream extension, absent when 0 */
+    size_t nresume;
+    int64_t resume_snapshot_seq; /**< oldest snapshot seq among the kept parts; 0 = absent */
 } gs_sync_request;
 
 typedef struct gs_sync_batch {
@@ -134,6 +146,11 @@ typedef struct gs_sync_batch {
     int has_term;
     int64_t primary_term;
     int32_t total_tables; /**< 0 = absent */
+    /* gatestream extensions, 0 / NULL = absent: the schema batch's snapshot seq and rows to
+     * stream; a table batch's keyset cursor after its last row (JSON) */
+    int64_t snapshot_seq;
+    int64_t total_rows;
+    char *cursor;
 } gs_sync_batch;
 
 typedef struct gs_sync_manifest {

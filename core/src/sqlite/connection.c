@@ -148,7 +148,9 @@ static int pragma_text(sqlite3 *db, const char *sql, char *out, size_t cap)
  * connection takes (SQLITE_DEFAULT_MEMSTATUS). The core reads none of them, and with several
  * databases (or several nodes) writing from their own threads that mutex is contended on
  * every row, so it is switched off once, before SQLite initialises. When something in the
- * process initialised SQLite first, the call is refused and nothing changes. */
+ * process initialised SQLite first, the call is refused and nothing changes. (Raising
+ * SQLITE_CONFIG_STMTJRNL_SPILL was tried too: SQLite then allocates a chunk of that size for
+ * every statement journal, which costs more than the spills it saves.) */
 static pthread_once_t sqlite_setup_once = PTHREAD_ONCE_INIT;
 
 static void sqlite_setup(void)
