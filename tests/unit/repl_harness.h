@@ -351,4 +351,22 @@ static inline void assert_same(tnode *a, tnode *b)
     gs_free(db);
 }
 
+/* The suite set-up every replication test file shares: `dir`, a fresh temporary directory
+ * per test (kept when GS_TEST_KEEP is set), the harness host, and the log level (debug when
+ * GS_TEST_LOG is set, else `level`). */
+#define H_REPL_SUITE(suite, timeout_s, level)                                                      \
+    static char dir[PATH_MAX];                                                                     \
+    static void setup(void)                                                                        \
+    {                                                                                              \
+        h_host_init();                                                                             \
+        gs_log_set_level(getenv("GS_TEST_LOG") ? GS_LOG_DEBUG : level);                            \
+        gs_test_mkdtemp(dir, sizeof dir, #suite);                                                  \
+    }                                                                                              \
+    static void teardown(void)                                                                     \
+    {                                                                                              \
+        if (!getenv("GS_TEST_KEEP"))                                                               \
+            gs_test_rmtree(dir);                                                                   \
+    }                                                                                              \
+    TestSuite(suite, .init = setup, .fini = teardown, .timeout = timeout_s);
+
 #endif

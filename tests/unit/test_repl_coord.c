@@ -17,22 +17,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-static char dir[PATH_MAX];
-
-static void setup(void)
-{
-    h_host_init();
-    gs_log_set_level(getenv("GS_TEST_LOG") ? GS_LOG_DEBUG : GS_LOG_ERROR);
-    gs_test_mkdtemp(dir, sizeof dir, "repl_coord");
-}
-
-static void teardown(void)
-{
-    if (!getenv("GS_TEST_KEEP"))
-        gs_test_rmtree(dir);
-}
-
-TestSuite(repl_coord, .init = setup, .fini = teardown, .timeout = 240);
+H_REPL_SUITE(repl_coord, 240, GS_LOG_ERROR)
 
 /* ---- the memory coordinator, wrapped so a test can make it unreachable ---- */
 

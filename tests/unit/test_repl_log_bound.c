@@ -17,22 +17,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 
-static char dir[PATH_MAX];
-
-static void setup(void)
-{
-    h_host_init();
-    gs_log_set_level(getenv("GS_TEST_LOG") ? GS_LOG_DEBUG : GS_LOG_INFO);
-    gs_test_mkdtemp(dir, sizeof dir, "repl_log_bound");
-}
-
-static void teardown(void)
-{
-    if (!getenv("GS_TEST_KEEP"))
-        gs_test_rmtree(dir);
-}
-
-TestSuite(repl_log_bound, .init = setup, .fini = teardown, .timeout = 240);
+H_REPL_SUITE(repl_log_bound, 240, GS_LOG_INFO)
 
 /* ---- stderr capture: gs_log writes one line per event to fd 2 ---- */
 

@@ -16,22 +16,7 @@
 #define SYNC_ROWS 1000000
 #endif
 
-static char dir[PATH_MAX];
-
-static void setup(void)
-{
-    h_host_init();
-    gs_log_set_level(getenv("GS_TEST_LOG") ? GS_LOG_DEBUG : GS_LOG_WARN);
-    gs_test_mkdtemp(dir, sizeof dir, "repl_sync");
-}
-
-static void teardown(void)
-{
-    if (!getenv("GS_TEST_KEEP"))
-        gs_test_rmtree(dir);
-}
-
-TestSuite(repl_sync, .init = setup, .fini = teardown, .timeout = 600);
+H_REPL_SUITE(repl_sync, 600, GS_LOG_WARN)
 
 static const gs_repl_peer_cfg A_PEERS[] = {{"node-b", "replica"}};
 static const gs_repl_peer_cfg TO_A[] = {{"node-a", "primary"}};

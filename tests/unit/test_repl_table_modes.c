@@ -10,22 +10,7 @@
 
 #include <stdlib.h>
 
-static char dir[PATH_MAX];
-
-static void setup(void)
-{
-    h_host_init();
-    gs_log_set_level(getenv("GS_TEST_LOG") ? GS_LOG_DEBUG : GS_LOG_WARN);
-    gs_test_mkdtemp(dir, sizeof dir, "repl_tmodes");
-}
-
-static void teardown(void)
-{
-    if (!getenv("GS_TEST_KEEP"))
-        gs_test_rmtree(dir);
-}
-
-TestSuite(repl_table_modes, .init = setup, .fini = teardown, .timeout = 240);
+H_REPL_SUITE(repl_table_modes, 240, GS_LOG_WARN)
 
 static const gs_repl_peer_cfg A_PEERS[] = {{"node-b", "replica"}, {"node-c", "replica"}};
 static const gs_repl_peer_cfg TO_A[] = {{"node-a", "primary"}};
