@@ -7,6 +7,7 @@
  * times slower (the protocol is the same; only the volume differs).
  */
 #include "repl_harness.h"
+#include "repl_inbox.h"
 
 #include <stdlib.h>
 
@@ -161,56 +162,6 @@ Test(repl_sync, a_sync_cut_short_resumes_from_completed_tables)
 /* ---- a rogue source: the joiner's checks on what a primary streams ---- */
 
 #include "repl/checksum.h"
-#include "repl/codec.h"
-
-typedef struct inbox {
-    pthread_mutex_t m;
-    pthread_cond_t c;
-    gs_sync_message msgs[64];
-    int n;
-    int batches;            /* ReplicationMessage batches received */
-    int64_t first_from_seq; /* fromSeq of the first of them */
-} inbox;
-
-static void inbox_message(void *user, const char *from, gs_repl_msg_type type, uint64_t call_id,
-                          const uint8_t *bytes, size_t len)
-{
-    (void)from, (void)call_id;
-    inbox *in = user;
-    if (type == GS_REPL_MSG_REPLICATION) {
-        gs_repl_message rm;
-        gs_error rerr;
-        gs_error_init(&rerr);
-        if (gs_repl_message_decode(bytes, len, &rm, &rerr) != GS_OK)
-            return;
-        pthread_mutex_lock(&in->m);
-        if (rm.kind == GS_RMSG_BATCH && in->batches++ == 0)
-            in->first_from_seq = rm.batch.from_seq;
-        pthread_cond_broadcast(&in->c);
-        pthread_mutex_unlock(&in->m);
-        gs_repl_message_free(&rm);
-        return;
-    }
-    if (type != GS_REPL_MSG_SYNC)
-        return;
-    gs_sync_message m;
-    gs_error err;
-    gs_error_init(&err);
-    if (gs_sync_message_decode(bytes, len, &m, &err) != GS_OK)
-        return;
-    pthread_mutex_lock(&in->m);
-    if (in->n < 64)
-        in->msgs[in->n++] = m;
-    else
-        gs_sync_message_free(&m);
-    pthread_cond_broadcast(&in->c);
-    pthread_mutex_unlock(&in->m);
-}
-
-static void inbox_peer(void *user, const char *id, int up)
-{
-    (void)user, (void)id, (void)up;
-}
 
 /* Wait for the k-th message (0-based) of a kind; returns its index. */
 static int inbox_wait(inbox *in, gs_sync_kind kind, int k)
@@ -243,22 +194,6 @@ static void rogue_send(tnode *r, const gs_sync_message *m)
                      ->send(r->tinst, "node-b", GS_REPL_MSG_SYNC, 0, bytes, len, &err),
                  GS_OK, "%s", err.message);
     gs_free(bytes);
-}
-
-static int table_rows(const char *path, const char *table)
-{
-    sqlite3 *db = NULL;
-    cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    char q[128];
-    snprintf(q, sizeof q, "SELECT count(*) FROM \"%s\"", table);
-    sqlite3_stmt *st = NULL;
-    int n = -1;
-    if (sqlite3_prepare_v2(db, q, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        n = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return n;
 }
 
 Test(repl_sync, a_manifest_mismatch_wipes_the_synced_tables_and_starts_again)
@@ -404,10 +339,7 @@ Test(repl_sync, a_manifest_mismatch_wipes_the_synced_tables_and_starts_again)
     tnode_close(&b);
     tv->stop(a.tinst);
     tnode_stop(&a);
-    pthread_mutex_lock(&in.m);
-    for (int k = 0; k < in.n; k++)
-        gs_sync_message_free(&in.msgs[k]);
-    pthread_mutex_unlock(&in.m);
+    inbox_free(&in);
 }
 
 /* ---- a joiner that reports no position after its sync (as a reference replica does) ---- */
@@ -428,13 +360,7 @@ static void joiner_send(tnode *r, const gs_sync_message *m)
 /* The i-th sync message the joiner received (waits, bounded). */
 static gs_sync_message *joiner_next(inbox *in, int i)
 {
-    struct timespec ts = gs_test_realtime_in(20000);
-    pthread_mutex_lock(&in->m);
-    while (in->n <= i)
-        if (pthread_cond_timedwait(&in->c, &in->m, &ts) != 0)
-            break;
-    gs_sync_message *m = in->n > i ? &in->msgs[i] : NULL;
-    pthread_mutex_unlock(&in->m);
+    gs_sync_message *m = inbox_get(in, i, 20000);
     cr_assert_not_null(m, "sync message %d never arrived", i);
     return m;
 }
@@ -522,8 +448,5 @@ Test(repl_sync, a_joiner_that_reports_no_position_after_its_sync_is_streamed_the
     tnode_close(&a);
     tv->stop(b.tinst);
     tnode_stop(&b);
-    pthread_mutex_lock(&in.m);
-    for (int k = 0; k < in.n; k++)
-        gs_sync_message_free(&in.msgs[k]);
-    pthread_mutex_unlock(&in.m);
+    inbox_free(&in);
 }

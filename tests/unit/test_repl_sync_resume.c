@@ -10,9 +10,9 @@
  * timeout of 300 s; the protocol is the same, only the volume differs).
  */
 #include "repl_harness.h"
+#include "repl_inbox.h"
 
 #include "repl/checksum.h"
-#include "repl/codec.h"
 
 #include <stdlib.h>
 
@@ -29,52 +29,6 @@ static const gs_repl_peer_cfg TO_A[] = {{"node-a", "primary"}};
 
 /* ---- a bare endpoint driven by hand (a rogue source or a hand-made joiner) ---- */
 
-typedef struct inbox {
-    pthread_mutex_t m;
-    pthread_cond_t c;
-    gs_sync_message msgs[256];
-    int n;
-} inbox;
-
-static void inbox_message(void *user, const char *from, gs_repl_msg_type type, uint64_t call_id,
-                          const uint8_t *bytes, size_t len)
-{
-    (void)from, (void)call_id;
-    inbox *in = user;
-    if (type != GS_REPL_MSG_SYNC)
-        return;
-    gs_sync_message m;
-    gs_error err;
-    gs_error_init(&err);
-    if (gs_sync_message_decode(bytes, len, &m, &err) != GS_OK)
-        return;
-    pthread_mutex_lock(&in->m);
-    if (in->n < 256)
-        in->msgs[in->n++] = m;
-    else
-        gs_sync_message_free(&m);
-    pthread_cond_broadcast(&in->c);
-    pthread_mutex_unlock(&in->m);
-}
-
-static void inbox_peer(void *user, const char *id, int up)
-{
-    (void)user, (void)id, (void)up;
-}
-
-/* The i-th sync message received (waits, bounded); NULL when none came in time. */
-static gs_sync_message *inbox_get(inbox *in, int i, int64_t timeout_ms)
-{
-    struct timespec ts = gs_test_realtime_in(timeout_ms);
-    pthread_mutex_lock(&in->m);
-    while (in->n <= i)
-        if (pthread_cond_timedwait(&in->c, &in->m, &ts) != 0)
-            break;
-    gs_sync_message *m = in->n > i ? &in->msgs[i] : NULL;
-    pthread_mutex_unlock(&in->m);
-    return m;
-}
-
 /* The k-th message of a kind from index `from` on; returns its index (fails the test). */
 static int inbox_wait(inbox *in, gs_sync_kind kind, int from)
 {
@@ -84,15 +38,6 @@ static int inbox_wait(inbox *in, gs_sync_kind kind, int from)
         if (m->kind == kind)
             return i;
     }
-}
-
-static void inbox_free(inbox *in)
-{
-    pthread_mutex_lock(&in->m);
-    for (int k = 0; k < in->n; k++)
-        gs_sync_message_free(&in->msgs[k]);
-    in->n = 0;
-    pthread_mutex_unlock(&in->m);
 }
 
 /* Open the memory transport of a bare endpoint `id` on `yaml`, delivering into in. */
@@ -153,22 +98,6 @@ static void bare_close(tnode *n, const gs_repl_transport_vtable *tv, inbox *in)
     tv->stop(n->tinst);
     tnode_stop(n);
     inbox_free(in);
-}
-
-static int table_rows(const char *path, const char *table)
-{
-    sqlite3 *db = NULL;
-    cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    char q[128];
-    snprintf(q, sizeof q, "SELECT count(*) FROM \"%s\"", table);
-    sqlite3_stmt *st = NULL;
-    int n = -1;
-    if (sqlite3_prepare_v2(db, q, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        n = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return n;
 }
 
 static void rows_free(gs_rrow *rows, size_t n)
