@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <unistd.h>
 
 static int sig_pipe[2] = {-1, -1};
@@ -176,6 +177,41 @@ static void set_prompt(void)
     rl_set_prompt(the_pending.len ? "   ...> " : "gatestream> ");
 }
 
+/* Ctrl-C while the line editor owns the terminal: drop the line and any unfinished
+ * statement. */
+static void clear_input(void)
+{
+    pending_clear(&the_pending);
+    rl_replace_line("", 0);
+    printf("^C\n");
+    set_prompt();
+    rl_on_new_line();
+}
+
+static int on_ctrl_c_key(int count, int key)
+{
+    (void)count;
+    (void)key;
+    clear_input();
+    return 0;
+}
+
+/* readline's raw mode keeps the terminal's interrupt character, so a Ctrl-C typed while
+ * readline is consuming earlier input raises SIGINT, which flushes the unread input and can
+ * leave readline blocked in a read() of bytes that are gone. While the editor owns the
+ * terminal, Ctrl-C is a plain key instead (bound to on_ctrl_c_key; Ctrl-Z and Ctrl-\ keep
+ * their signals); while a statement runs the terminal is cooked again and Ctrl-C is
+ * SIGINT, seen through sig_pipe. */
+static void prep_terminal_ctrl_c_key(int meta)
+{
+    rl_prep_terminal(meta);
+    struct termios t;
+    if (tcgetattr(STDIN_FILENO, &t) == 0) {
+        t.c_cc[VINTR] = _POSIX_VDISABLE;
+        tcsetattr(STDIN_FILENO, TCSADRAIN, &t);
+    }
+}
+
 static void on_line(char *line)
 {
     if (!line) {
@@ -217,6 +253,11 @@ static int run_interactive(cli *c)
     if (hist)
         read_history(hist);
     rl_catch_signals = 0;
+    rl_prep_term_function = prep_terminal_ctrl_c_key;
+    rl_initialize();
+    rl_bind_key_in_map(3, on_ctrl_c_key, emacs_standard_keymap);
+    rl_bind_key_in_map(3, on_ctrl_c_key, vi_insertion_keymap);
+    rl_bind_key_in_map(3, on_ctrl_c_key, vi_movement_keymap);
     printf("gatestream-cli %s connected to %s, database %s. Type .help for help.\n",
            gs_client_version(), c->url, c->db_id);
     rl_callback_handler_install("gatestream> ", on_line);
@@ -231,11 +272,7 @@ static int run_interactive(cli *c)
         if (p[1].revents & POLLIN) {
             /* Ctrl-C: drop the line and any unfinished statement. */
             drain_signals();
-            pending_clear(&the_pending);
-            rl_replace_line("", 0);
-            printf("^C\n");
-            set_prompt();
-            rl_on_new_line();
+            clear_input();
             rl_redisplay();
             continue;
         }
