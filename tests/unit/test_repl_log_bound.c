@@ -148,6 +148,28 @@ static void ddl_row(const char *path, const char *stmt)
 
 /* ---- compaction on one database ---- */
 
+static void ignore_event(void *user, const char *json, size_t len, uint64_t seq)
+{
+    (void)user;
+    (void)json;
+    (void)len;
+    (void)seq;
+}
+
+/* Subscribe to table resuming after since_seq, unsubscribe; the answer's resync flag. */
+static int resume_resync(gs_database *db, const char *table, uint64_t since_seq)
+{
+    gs_cdc_subscribe_request req = {
+        .table = table, .has_since = 1, .since_seq = since_seq, .on_event = ignore_event};
+    gs_cdc_sub *sub = NULL;
+    gs_cdc_subscribed info;
+    gs_error err;
+    gs_error_init(&err);
+    cr_assert_eq(gs_db_cdc_subscribe(db, &req, &sub, &info, &err), GS_OK, "%s", err.message);
+    gs_db_cdc_unsubscribe(db, sub);
+    return info.resync;
+}
+
 Test(repl_log_bound, compaction_keeps_the_newest_change_per_row_and_every_ddl)
 {
     tnode n;
@@ -229,6 +251,15 @@ Test(repl_log_bound, compaction_keeps_the_newest_change_per_row_and_every_ddl)
     cr_assert_eq(s.forced_total, 0);
     cr_assert_eq(s.pruned_seq, 0, "compaction alone prunes nothing");
     cr_assert_eq(s.max_changes, 20);
+    /* the newest change compaction deleted is the insert of row 3 just before its delete: a
+     * subscriber resuming below it would miss a change and is told to resync; one resuming
+     * at it misses nothing */
+    uint64_t top = (uint64_t)seq_of_delete3 - 1;
+    cr_assert_eq(raw_int(n.path, "SELECT value FROM _sirannon_meta WHERE key = "
+                                 "'cdc_compacted_seq'"),
+                 (int64_t)top);
+    cr_assert_eq(resume_resync(n.db, "t", top - 1), 1, "resumed below a compacted change");
+    cr_assert_eq(resume_resync(n.db, "t", top), 0, "resumed at the newest compacted change");
 
     /* a schema change that is not additive is a barrier: older changes stay as they are */
     ddl_row(n.path, "DROP TABLE zz");

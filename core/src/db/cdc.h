@@ -51,7 +51,8 @@ typedef struct gs_cdc_subscribe_request {
 typedef struct gs_cdc_subscribed {
     uint64_t live_seq; /**< the seq the subscription is live from (subscribed.seq) */
     char epoch[64];    /**< this file's epoch (subscribed.epoch) */
-    int resync;        /**< 1 when since_seq fell below retention or the epoch was foreign */
+    int resync;        /**< 1 when since_seq fell below retention or below a compacted change
+                            (a replay would miss it), or the epoch was foreign */
 } gs_cdc_subscribed;
 
 /**

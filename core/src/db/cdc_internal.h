@@ -77,16 +77,19 @@ typedef struct gs_cdc {
     size_t nconfig;
     char *node_id;
 
-    atomic_int stamping;         /**< stamp local writes (on with the first subscription) */
-    atomic_int nsubs;            /**< live subscriptions (the writer wakes the feed only then) */
-    atomic_int nwatched;         /**< watched tables (the writer refreshes triggers after DDL) */
-    atomic_int capture_all;      /**< replication: every user table is watched, DDL is checked
-                                      and recorded in the log (gs_cdc_capture_all_refresh) */
-    _Atomic uint64_t hold;       /**< retention keeps every row with a seq above this */
-    _Atomic uint64_t repl_hold;  /**< likewise for replication: the lowest replica position */
-    _Atomic uint64_t repl_floor; /**< never pruned past, even over the size bound (first
-                                      syncs being served); UINT64_MAX = none */
-    _Atomic uint64_t pruned_seq; /**< highest seq retention deleted (also in _sirannon_meta) */
+    atomic_int stamping;            /**< stamp local writes (on with the first subscription) */
+    atomic_int nsubs;               /**< live subscriptions (the writer wakes the feed only then) */
+    atomic_int nwatched;            /**< watched tables (the writer refreshes triggers after DDL) */
+    atomic_int capture_all;         /**< replication: every user table is watched, DDL is checked
+                                         and recorded in the log (gs_cdc_capture_all_refresh) */
+    _Atomic uint64_t hold;          /**< retention keeps every row with a seq above this */
+    _Atomic uint64_t repl_hold;     /**< likewise for replication: the lowest replica position */
+    _Atomic uint64_t repl_floor;    /**< never pruned past, even over the size bound (first
+                                         syncs being served); UINT64_MAX = none */
+    _Atomic uint64_t pruned_seq;    /**< highest seq retention deleted (also in _sirannon_meta) */
+    _Atomic uint64_t compacted_seq; /**< highest seq compaction deleted (also in _sirannon_meta,
+                                         cdc_compacted_seq): a subscriber resuming below it
+                                         may have missed a superseded change, so it resyncs */
     /* the bounded log (cdc_log.c, retention): its measured size, written by the prune pass on
      * the writer thread, read by anyone (gs_db_change_log_stats) */
     _Atomic int64_t log_changes;      /**< rows in the log (-1 until first measured) */

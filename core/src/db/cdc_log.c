@@ -149,6 +149,7 @@ gs_status gs_cdc_create(gs_database *db, gs_error *err)
     atomic_init(&cdc->repl_hold, UINT64_MAX);
     atomic_init(&cdc->repl_floor, UINT64_MAX);
     atomic_init(&cdc->pruned_seq, 0);
+    atomic_init(&cdc->compacted_seq, 0);
     atomic_init(&cdc->feed_running, 0);
     atomic_init(&cdc->prune_queued, 0);
     atomic_init(&cdc->log_changes, -1);
@@ -395,6 +396,10 @@ gs_status gs_cdc_init_on_writer(gs_cdc *cdc, gs_conn *conn, gs_error *err)
         return GS_ERROR;
     if (found)
         atomic_store(&cdc->pruned_seq, strtoull(pruned, NULL, 10));
+    if (meta_get(conn, "cdc_compacted_seq", pruned, sizeof pruned, &found, err) != GS_OK)
+        return GS_ERROR;
+    if (found)
+        atomic_store(&cdc->compacted_seq, strtoull(pruned, NULL, 10));
     gs_error e;
     if (gs_hlc_load(&cdc->clock, conn, &e) != GS_OK)
         gs_log(GS_LOG_WARN, "cdc", "database '%s': seeding the HLC: %s", cdc->db->id, e.message);
@@ -993,7 +998,7 @@ static gs_status compactable_tables(gs_conn *conn, gs_buf *json, gs_error *err)
  * those every compacted change was written under.
  */
 static gs_status compact(gs_cdc *cdc, gs_conn *conn, uint64_t lo, uint64_t hi, uint64_t head,
-                         log_size *size, int64_t *deleted, gs_error *err)
+                         log_size *size, int64_t *deleted, uint64_t *top_deleted, gs_error *err)
 {
     *deleted = 0;
     if (hi <= lo)
@@ -1061,7 +1066,7 @@ static gs_status compact(gs_cdc *cdc, gs_conn *conn, uint64_t lo, uint64_t hi, u
         "'UPDATE', 'DELETE') AND (n.operation = 'DELETE' OR (n.operation = 'UPDATE' AND "
         "c.operation = 'UPDATE')) AND " PLAIN_KEY_SQL("c") " AND " PLAIN_KEY_SQL(
             "n") ") "
-                 "RETURNING " ROW_BYTES_SQL;
+                 "RETURNING " ROW_BYTES_SQL ", seq";
     gs_status rc = GS_OK;
     if (sqlite3_prepare_v2(sdb, sql, sizeof sql - 1, &st, NULL) != SQLITE_OK) {
         gs_buf_free(&tables);
@@ -1077,6 +1082,9 @@ static gs_status compact(gs_cdc *cdc, gs_conn *conn, uint64_t lo, uint64_t hi, u
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         rows++;
         bytes += sqlite3_column_int64(st, 0);
+        uint64_t seq = (uint64_t)sqlite3_column_int64(st, 1);
+        if (seq > *top_deleted)
+            *top_deleted = seq;
     }
     if (step != SQLITE_DONE)
         rc = retention_error(conn, err, "compacting the change log");
@@ -1251,6 +1259,7 @@ static gs_status prune_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
     log_size size = {0, 0};
     uint64_t head = 0;
     int64_t gone = 0, compacted = 0, forced = 0;
+    uint64_t compacted_top = 0;
     /* 2. size, first, so that every delete below keeps it current */
     if (measure(cdc, conn, &size, &head, err) != GS_OK) {
         rc = GS_ERROR;
@@ -1288,7 +1297,8 @@ static gs_status prune_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
         }
     }
     if ((over_bound(&b, &size) || (b.warn_bytes > 0 && size.bytes > b.warn_bytes)) &&
-        live > bound && compact(cdc, conn, bound, live, head, &size, &compacted, err) != GS_OK)
+        live > bound &&
+        compact(cdc, conn, bound, live, head, &size, &compacted, &compacted_top, err) != GS_OK)
         goto fail;
     if (over_bound(&b, &size)) {
         /* a replica still needs what must go: the oldest go anyway, and it resyncs */
@@ -1313,6 +1323,14 @@ static gs_status prune_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
             goto done;
         }
     }
+    if (compacted_top > atomic_load(&cdc->compacted_seq)) {
+        char v[24];
+        snprintf(v, sizeof v, "%llu", (unsigned long long)compacted_top);
+        if (meta_put(conn, "cdc_compacted_seq", v, 0, err) != GS_OK) {
+            rc = GS_ERROR;
+            goto done;
+        }
+    }
     if (gs_cdc_exec(conn, "COMMIT", err) != GS_OK)
         rc = GS_ERROR;
     goto done;
@@ -1329,6 +1347,8 @@ done:
     } else {
         if (bound > atomic_load(&cdc->pruned_seq))
             atomic_store(&cdc->pruned_seq, bound);
+        if (compacted_top > atomic_load(&cdc->compacted_seq))
+            atomic_store(&cdc->compacted_seq, compacted_top);
         if (size.rows < 0)
             size.rows = 0;
         if (size.bytes < 0)

@@ -364,14 +364,18 @@ gs_status gs_db_cdc_subscribe(gs_database *db, const gs_cdc_subscribe_request *r
             int has_min;
             gs_status rc = gs_cdc_feed_bounds(cdc, &max_seq, &has_min, &min_seq, err);
             uint64_t pruned = atomic_load(&cdc->pruned_seq);
+            uint64_t compacted = atomic_load(&cdc->compacted_seq);
             pthread_mutex_unlock(&cdc->prune_mu);
             if (rc != GS_OK) {
                 pthread_mutex_unlock(&cdc->feed_lock);
                 gs_error_prefix(err, "checking the resume cursor");
                 goto fail;
             }
-            if (req->since_seq < pruned || !has_min || min_seq > req->since_seq + 1) {
-                resync = 1; /* changes after the cursor were pruned */
+            if (req->since_seq < pruned || !has_min || min_seq > req->since_seq + 1 ||
+                req->since_seq < compacted) {
+                /* changes after the cursor were pruned, or superseded changes after it were
+                 * compacted away (a replay would skip them) */
+                resync = 1;
             } else {
                 s->cursor = req->since_seq;
                 s->catching_up = 1;
