@@ -231,6 +231,18 @@ def main():
               "the dead source's log line says why: %r" % (retry_lines[:1],))
         following = [ln for ln in log_lines(follower, "source 'eu'") if "following" in ln]
         check(len(following) >= 1, "the eu source reached following")
+        # /health/ready lists every source with its state and its last failure and when
+        st, ready_doc, _ = follower.request("GET", "/health/ready")
+        by_id = {s.get("id"): s for s in (ready_doc or {}).get("sources", [])}
+        dead = by_id.get("dead", {})
+        check(dead.get("state") == "retrying" and "CONNECTION_ERROR" in dead.get("lastError", "")
+              and isinstance(dead.get("lastErrorAtMs"), int)
+              and abs(dead["lastErrorAtMs"] / 1000.0 - time.time()) < 300,
+              "the dead source reports retrying, its last error and when: %r" % (dead,))
+        eu_status = by_id.get("eu", {})
+        check(eu_status.get("state") == "following" and eu_status.get("lastError") == ""
+              and eu_status.get("lastErrorAtMs") is None,
+              "a source that never failed reports no error: %r" % (eu_status,))
 
         # kill -9, write while it is down, restart: it resumes without copying again
         follower.kill9()

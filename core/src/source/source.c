@@ -82,6 +82,7 @@ typedef struct src {
     gs_source_state state;
     int state_logged; /* a state was logged once: the first `connecting` is logged too */
     char last_error[600];
+    int64_t last_error_at_ms; /* wall clock, Unix ms; 0 = none */
     uint64_t position;
     int64_t last_apply_ms;
     int64_t rows_bootstrapped, bootstraps, changes_applied;
@@ -266,8 +267,12 @@ static void set_state(src *s, gs_source_state st, const gs_error *why)
     int changed = s->state != st || !s->state_logged;
     s->state = st;
     s->state_logged = 1;
-    if (why && why->code[0])
+    if (why && why->code[0]) {
         snprintf(s->last_error, sizeof s->last_error, "%s: %s", why->code, why->message);
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        s->last_error_at_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    }
     pthread_mutex_unlock(&s->mu);
     if (!changed)
         return;
@@ -937,6 +942,7 @@ gs_status gs_sources_status(gs_sources *all, gs_source_status **out, size_t *cou
         o->position_seq = s->position;
         o->lag_ms = s->last_apply_ms < 0 ? -1 : now - s->last_apply_ms;
         snprintf(o->last_error, sizeof o->last_error, "%s", s->last_error);
+        o->last_error_at_ms = s->last_error_at_ms;
         o->rows_bootstrapped = s->rows_bootstrapped;
         o->bootstraps = s->bootstraps;
         o->changes_applied = s->changes_applied;
@@ -974,6 +980,10 @@ void gs_sources_status_json(gs_sources *all, const char *db_id, gs_buf *b)
                           gs_source_state_name(o->state), o->position_seq, (long long)o->lag_ms);
             gs_buf_puts(b, ",\"lastError\":");
             gs_buf_json_string(b, o->last_error, strlen(o->last_error));
+            if (o->last_error_at_ms > 0)
+                gs_buf_printf(b, ",\"lastErrorAtMs\":%lld", (long long)o->last_error_at_ms);
+            else
+                gs_buf_puts(b, ",\"lastErrorAtMs\":null");
             gs_buf_printf(b,
                           ",\"rowsBootstrapped\":%lld,\"bootstraps\":%lld,\"changesApplied\":%lld}",
                           (long long)o->rows_bootstrapped, (long long)o->bootstraps,

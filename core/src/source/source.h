@@ -77,7 +77,9 @@ typedef struct gs_source_status {
     gs_source_state state;
     uint64_t position_seq;     /**< highest remote seq applied (over the source's tables) */
     int64_t lag_ms;            /**< ms since the last change applied; -1 before any */
-    char last_error[600];      /**< "CODE: message" of the last failure, "" when none */
+    char last_error[600];      /**< "CODE: message" of the last failure, "" when none; kept
+                                    after the source recovers (state says whether it did) */
+    int64_t last_error_at_ms;  /**< when that failure happened (Unix ms), 0 when none */
     int64_t rows_bootstrapped; /**< rows copied by bootstraps since start */
     int64_t bootstraps;        /**< table copies since start (0 after a clean resume) */
     int64_t changes_applied;   /**< change events applied since start */
@@ -95,7 +97,8 @@ void gs_sources_free(gs_sources *s);
 /** The state of every source: *out (gs_free it) holds *count entries. NULL/0 when none. */
 gs_status gs_sources_status(gs_sources *s, gs_source_status **out, size_t *count, gs_error *err);
 /** The same as a JSON array of {database,id,endpoint,tables,state,positionSeq,lagChanges
- * (null: the remote reports no head),lagMs,lastError,rowsBootstrapped,bootstraps,
+ * (null: the remote reports no head),lagMs,lastError,lastErrorAtMs (Unix ms or null),
+ * rowsBootstrapped,bootstraps,
  * changesApplied}, only the sources of database db_id (NULL: all). */
 void gs_sources_status_json(gs_sources *s, const char *db_id, gs_buf *out);
 
