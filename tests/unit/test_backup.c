@@ -46,11 +46,11 @@ static void exec_sql(sqlite3 *db, const char *sql)
 }
 
 /* A WAL database of `rows` rows of 200 bytes each (about rows/18 pages). */
-static void make_source(const char *path, int rows)
+static void make_source_mode(const char *path, int rows, const char *journal_mode_sql)
 {
     sqlite3 *db = NULL;
     cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
-    exec_sql(db, "PRAGMA journal_mode=WAL");
+    exec_sql(db, journal_mode_sql);
     exec_sql(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
     char sql[128];
     snprintf(sql, sizeof sql,
@@ -59,6 +59,12 @@ static void make_source(const char *path, int rows)
              rows);
     exec_sql(db, sql);
     sqlite3_close(db);
+}
+
+/* A WAL database of `rows` rows, as a node serves it. */
+static void make_source(const char *path, int rows)
+{
+    make_source_mode(path, rows, "PRAGMA journal_mode=WAL");
 }
 
 static long long count_rows(const char *path)
@@ -285,7 +291,8 @@ Test(backup, live_destination_exists_and_bad_paths)
     assert_integrity(dest);
 }
 
-/* ---- another connection writing between steps restarts a copy from a file ---- */
+/* ---- another connection writing between steps: a rollback-journal file's copy restarts; a
+ * WAL file's copy reads one snapshot and does not ---- */
 
 typedef struct intruder {
     sqlite3 *db;
@@ -299,9 +306,10 @@ static void intrude(void *user, const gs_backup_progress *p)
         exec_sql(in->db, "INSERT INTO t(v) VALUES (randomblob(200))");
 }
 
-static void run_intruded(int every, int no_progress_limit, gs_error *err, char *dest, size_t cap)
+static gs_status run_intruded_mode(const char *journal_mode_sql, int every, int no_progress_limit,
+                                   gs_backup_result *res, gs_error *err, char *dest, size_t cap)
 {
-    make_source(srcpath, 2000);
+    make_source_mode(srcpath, 2000, journal_mode_sql);
     intruder in = {.every = every};
     cr_assert_eq(sqlite3_open(srcpath, &in.db), SQLITE_OK);
     gs_backup_options bo;
@@ -311,9 +319,33 @@ static void run_intruded(int every, int no_progress_limit, gs_error *err, char *
     bo.on_progress = intrude;
     bo.progress_user = &in;
     snprintf(dest, cap, "%s/out/c.db", tmpdir);
-    gs_status st = gs_backup_file(srcpath, dest, &bo, NULL, err);
+    gs_status st = gs_backup_file(srcpath, dest, &bo, res, err);
     sqlite3_close(in.db);
+    return st;
+}
+
+static void run_intruded(int every, int no_progress_limit, gs_error *err, char *dest, size_t cap)
+{
+    gs_status st = run_intruded_mode("PRAGMA journal_mode=DELETE", every, no_progress_limit, NULL,
+                                     err, dest, cap);
     cr_assert_eq(st, GS_ERROR, "the copy should have failed");
+}
+
+Test(backup, wal_file_copy_is_one_snapshot_while_another_connection_writes)
+{
+    gs_error err;
+    gs_error_init(&err);
+    gs_backup_result res;
+    char dest[192];
+    /* a write after every step: the journal-mode copy of the same file fails (below) */
+    cr_assert_eq(run_intruded_mode("PRAGMA journal_mode=WAL", 1, 10, &res, &err, dest, sizeof dest),
+                 GS_OK, "%s: %s", err.code, err.message);
+    cr_assert_eq(res.restarts, 0, "the writes restarted the copy");
+    cr_assert_gt(res.steps, 10, "the copy took %lld steps: the writes never met it",
+                 (long long)res.steps);
+    assert_integrity(dest);
+    cr_assert_eq(count_rows(dest), 2000, "the copy is the file as it was when it began");
+    cr_assert_gt(count_rows(srcpath), 2000, "the other connection went on writing");
 }
 
 Test(backup, restart_limit)

@@ -532,6 +532,38 @@ gs_status gs_db_backup_to_path(gs_database *db, const char *dest_path,
 
 /* ---- a file, maybe served by another process ---- */
 
+/* A WAL database: open a read transaction on src and keep it for the whole copy. Every step
+ * then reads the same snapshot (the file as of now), so the writes another process commits
+ * meanwhile neither return the copy to page one nor leak half into it; they only keep the
+ * node's checkpoints from passing the snapshot until the copy ends. *held = 1 when one is
+ * held. A rollback-journal file gets none (a held read lock would block its writer for the
+ * whole copy): its copy restarts when written, as the stepping rules count. */
+static gs_status hold_wal_snapshot(sqlite3 *src, int *held, gs_error *err)
+{
+    *held = 0;
+    sqlite3_stmt *st = NULL;
+    int wal = 0;
+    if (sqlite3_prepare_v2(src, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        const char *mode = (const char *)sqlite3_column_text(st, 0);
+        wal = mode && strcmp(mode, "wal") == 0;
+    }
+    sqlite3_finalize(st);
+    if (!wal)
+        return GS_OK;
+    int rc = sqlite3_exec(src, "BEGIN", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(src, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        gs_error_set(err, 0, "BACKUP_ERROR", "cannot open a read snapshot of the source: %s",
+                     sqlite3_errmsg(src));
+        sqlite3_exec(src, "ROLLBACK", NULL, NULL, NULL);
+        return GS_ERROR;
+    }
+    *held = 1;
+    return GS_OK;
+}
+
 gs_status gs_backup_file(const char *src_path, const char *dest_path, const gs_backup_options *opts,
                          gs_backup_result *res, gs_error *err)
 {
@@ -559,6 +591,12 @@ gs_status gs_backup_file(const char *src_path, const char *dest_path, const gs_b
     }
     char what[PATH_MAX + 8];
     snprintf(what, sizeof what, "'%s'", src_path);
+    int snapshot = 0;
+    if (hold_wal_snapshot(src, &snapshot, err) != GS_OK) {
+        sqlite3_close(src);
+        remove_tmp(&d);
+        return GS_ERROR;
+    }
     run r;
     run_init(&r, &o, what);
     r.src = src;
@@ -569,6 +607,8 @@ gs_status gs_backup_file(const char *src_path, const char *dest_path, const gs_b
         report(&r);
         flush_progress(&d);
     }
+    if (snapshot)
+        sqlite3_exec(src, "COMMIT", NULL, NULL, NULL);
     sqlite3_close(src);
     if (r.status != GS_OK) {
         remove_tmp(&d);

@@ -7,8 +7,10 @@
  * connection as the source (through gs_db_writer_call), so the node's own writes never
  * restart the copy and queued writes run between steps: the writer is held one step at a
  * time. gs_backup_file copies a file another process may be serving from a read-only
- * connection of its own; that owner's writes restart the copy (SQLite returns it to page
- * one), which the restart rules below catch.
+ * connection of its own. A WAL file is copied from one read snapshot held for the whole copy
+ * (the file as it was when the copy began; the owner's writes go on and never restart it). A
+ * rollback-journal file is not held (that would block its writer): its owner's writes restart
+ * the copy (SQLite returns it to page one), which the restart rules below catch.
  *
  * Both count a fall in pages copied (total - remaining) as a restart and fail with
  * BACKUP_RESTARTED after restart_limit of them or after no_progress_step_limit steps that
