@@ -25,113 +25,48 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 import urllib.request
 
-from gslib import Server, check, error_code, finish, free_port
+from gslib import Server, check, error_code, finish
+from static_cluster import StaticCluster, sql as cluster_sql, wait_until
 from wsclient import WSClient
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-MAKE_CERTS = os.path.join(os.path.dirname(os.path.dirname(HERE)), "config", "cluster",
-                          "static-tcp", "make-certs.sh")
 CHROMIUM = os.environ.get("GS_CHROMIUM") or shutil.which("chromium") or \
     shutil.which("chromium-browser") or ""
 TOKEN = "status-page-token-1"
 AUTH = {"Authorization": "Bearer " + TOKEN}
 HOSTILE_DB = "<img src=x onerror=console.error('injected')>"
 
-work = tempfile.mkdtemp(prefix="gs-status-it-")
-certs = os.path.join(work, "certs")
-subprocess.run(["sh", MAKE_CERTS, certs, "node-a", "node-b", "node-c"], check=True,
-               stdout=subprocess.DEVNULL)
-REPL_PORT = free_port()
-
-CONFIG = """
-node: {{ id: {id}, data_dir: {data_dir} }}
-log: {{ level: info }}
-plugins:
-  - name: http
-    kind: client_transport
-  - name: tokens
-    plugin: auth_token
-    kind: hook
-    config:
-      tokens:
-        - {{ token: {token}, name: operator, databases: ["*"] }}
-  - name: repl
-    kind: repl_transport
-    plugin: tcp
-    config:
-      host: 127.0.0.1
-      port: {repl_port}
-      tls_cert: {certs}/{id}.pem
-      tls_key: {certs}/{id}.key
-      tls_ca_cert: {certs}/ca.pem
-      heartbeat_ms: 300
-      reconnect_min_ms: 50
-      reconnect_max_ms: 500
-{dial}
-server:
-  host: 127.0.0.1
-  port: {http_port}
-  accept_sql: true
-  status_page: true
-databases:
-  - id: main
-    path: main.db
-{more_dbs}
-replication:
-  role: {role}
-  database: main
-  transport: repl
-  write_forwarding: true
-  peers:
-{peers}
-"""
+cluster = StaticCluster(
+    "tcp", "node-a", ["node-b", "node-c"], prefix="gs-status-it-", certs_from="static-tcp",
+    cert_names=["node-a", "node-b", "node-c"],
+    transport_options="heartbeat_ms: 300\nreconnect_min_ms: 50\nreconnect_max_ms: 500",
+    plugins="""- name: tokens
+  plugin: auth_token
+  kind: hook
+  config:
+    tokens:
+      - { token: %s, name: operator, databases: ["*"] }""" % TOKEN,
+    server="status_page: true",
+    replication="database: main\nwrite_forwarding: true")
+work = cluster.work
 
 
-def make_node(node_id):
-    http_port = free_port()
-    primary = node_id == "node-a"
-    if primary:
-        dial = ""
-        peers = "    - { id: node-b, role: replica }\n    - { id: node-c, role: replica }"
-        more = "  - id: %s\n    path: hostile.db" % json.dumps(HOSTILE_DB)
-    else:
-        dial = "      peers:\n        - { id: node-a, address: 127.0.0.1:%d }" % REPL_PORT
-        peers = "    - { id: node-a, role: primary }"
-        more = ""
-    data_dir = os.path.join(work, node_id)
-    text = CONFIG.format(id=node_id, data_dir=data_dir, token=TOKEN,
-                         repl_port=REPL_PORT if primary else 0, certs=certs, dial=dial,
-                         http_port=http_port, more_dbs=more,
-                         role="primary" if primary else "replica", peers=peers)
-    return Server(yaml_text=text, port=http_port, data_dir=data_dir)
+def start_node(node_id):
+    """node_id started; the primary also serves a database whose id is markup."""
+    more = "  - id: %s\n    path: hostile.db" % json.dumps(HOSTILE_DB) \
+        if node_id == cluster.primary else ""
+    return cluster.start(node_id, databases=more)
 
 
 def sql(srv, statement, params=None):
-    path = "/db/main/query" if statement.lstrip().upper().startswith("SELECT") else \
-        "/db/main/execute"
-    return srv.post(path, {"sql": statement, "params": params or []}, headers=AUTH)
+    return cluster_sql(srv, statement, params, headers=AUTH, timeout=30.0)
 
 
 def status_json(srv):
     st, body, _ = srv.request("GET", "/status.json", headers=AUTH, timeout=10)
     return body if st == 200 else None
-
-
-def wait_until(what, fn, timeout=30.0, every=0.1):
-    """Poll fn (bounded); its last value, or None when it never became true."""
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(every)
-    print("timed out waiting for %s (last: %r)" % (what, last), flush=True)
-    return None
 
 
 # ---- a DevTools-protocol session over the stdlib WebSocket client ----
@@ -270,20 +205,16 @@ def open_status(browser, srv):
     return wait_until("the page of %s to draw twice" % srv.port, drawn, timeout=30, every=0.3)
 
 
-running = []
 browser = None
 t0 = time.time()
 try:
-    a = make_node("node-a").start()
-    running.append(a)
+    a = start_node("node-a")
     st, body, _ = sql(a, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
     check(st == 200, "create table: %s %s" % (st, body))
     for i in range(1, 51):
         sql(a, "INSERT INTO t (id, v) VALUES (?, ?)", [i, "v%d" % i])
-    b = make_node("node-b").start()
-    running.append(b)
-    c = make_node("node-c").start()
-    running.append(c)
+    b = start_node("node-b")
+    c = start_node("node-c")
 
     def cluster_ready():
         doc = status_json(a)
@@ -385,8 +316,7 @@ try:
 
         # a replica stops: a later refresh of node-a's page shows it disconnected
         open_status(browser, a)
-        code, _ = c.stop()
-        running.remove(c)
+        code = cluster.stop(c)
         check(code == 0, "node-c stopped: %s" % code)
 
         def c_down():
@@ -417,17 +347,6 @@ try:
 finally:
     if browser:
         browser.close()
-    for s in running:
-        try:
-            s.stop()
-        except Exception:  # noqa: BLE001 - cleanup must go on
-            pass
-    for s in running:
-        s.cleanup()
-    for name in ("a", "b", "c"):
-        s = globals().get(name)
-        if isinstance(s, Server):
-            s.cleanup()
-    shutil.rmtree(work, ignore_errors=True)
+    cluster.close()
 
 finish()

@@ -15,22 +15,19 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import tempfile
 import time
 
-from gslib import Server, check, error_code, finish, free_port
+from gslib import check, error_code, finish
+from static_cluster import StaticCluster, sql, wait_log
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-MAKE_CERTS = os.path.join(ROOT, "config", "cluster", "edge", "make-certs.sh")
-
-work = tempfile.mkdtemp(prefix="gs-tmodes-it-")
-certs = os.path.join(work, "certs")
-subprocess.run(["sh", MAKE_CERTS, certs, "central", "edge1", "edge2"], check=True,
-               stdout=subprocess.DEVNULL)
-
-REPL_PORT = free_port()
 EDGES = ["edge1", "edge2"]
+
+cluster = StaticCluster(
+    "tcp", "central", EDGES, prefix="gs-tmodes-it-", certs_from="edge",
+    cert_names=["central", "edge1", "edge2"],
+    transport_options="heartbeat_ms: 300\nreconnect_min_ms: 50\nreconnect_max_ms: 500",
+    replication="batch_interval_ms: 20")
+work, REPL_PORT = cluster.work, cluster.repl_port
 
 CENTRAL_TABLES = """
       - { match: files, mode: readonly }
@@ -46,65 +43,12 @@ EDGE_TABLES = """
       - { match: accounts, mode: replica }
       - { match: "scratch_*", mode: excluded }"""
 
-CONFIG = """
-node: {{ id: {id}, data_dir: {data_dir} }}
-log: {{ level: info }}
-plugins:
-  - name: http
-    kind: client_transport
-  - name: repl
-    kind: repl_transport
-    plugin: tcp
-    config:
-      host: 127.0.0.1
-      port: {repl_port}
-      tls_cert: {certs}/{id}.pem
-      tls_key: {certs}/{id}.key
-      tls_ca_cert: {certs}/ca.pem
-      heartbeat_ms: 300
-      reconnect_min_ms: 50
-      reconnect_max_ms: 500
-{dial}
-server:
-  host: 127.0.0.1
-  port: {http_port}
-  accept_sql: true
-databases:
-  - id: main
-    path: main.db
-    write_proxy: {proxy}
-    tables:{tables}
-replication:
-  role: {role}
-  transport: repl
-  batch_interval_ms: 20
-  peers:
-{peers}
-"""
 
-
-def make_node(node_id, proxy="forward"):
-    http_port = free_port()
-    central = node_id == "central"
-    if central:
-        dial = ""
-        peers = "\n".join("    - { id: %s, role: replica }" % e for e in EDGES)
-    else:
-        dial = "      peers:\n        - { id: central, address: 127.0.0.1:%d }" % REPL_PORT
-        peers = "    - { id: central, role: primary }"
-    data_dir = os.path.join(work, node_id)
-    text = CONFIG.format(id=node_id, data_dir=data_dir, repl_port=REPL_PORT if central else 0,
-                         certs=certs, dial=dial, http_port=http_port, proxy=proxy,
-                         tables=CENTRAL_TABLES if central else EDGE_TABLES,
-                         role="primary" if central else "replica", peers=peers)
-    return Server(yaml_text=text, port=http_port, data_dir=data_dir)
-
-
-def sql(srv, statement, params=None, timeout=15.0):
-    body = {"sql": statement, "params": params or []}
-    path = "/db/main/query" if statement.lstrip().upper().startswith("SELECT") else \
-        "/db/main/execute"
-    return srv.post(path, body, timeout=timeout)
+def start_node(node_id, proxy="forward"):
+    """node_id started with its write_proxy and its side's table modes."""
+    tables = CENTRAL_TABLES if node_id == "central" else EDGE_TABLES
+    return cluster.start(node_id, databases="    write_proxy: %s\n    tables:%s" %
+                         (proxy, tables))
 
 
 def ok(srv, statement, params=None):
@@ -141,15 +85,6 @@ def refused(srv, statement, needle):
           (statement, srv.config, needle, st, body))
 
 
-def wait_log(srv, needle, timeout=20.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if needle in srv.read_log():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 SCHEMA = [
     "CREATE TABLE files (id INTEGER PRIMARY KEY, name TEXT)",
     "CREATE TABLE audit_log (id INTEGER PRIMARY KEY, what TEXT)",
@@ -159,17 +94,8 @@ SCHEMA = [
     "CREATE TABLE scratch_tmp (id INTEGER PRIMARY KEY, v TEXT)",
 ]
 
-running = []
-
-
-def start(srv):
-    srv.start()
-    running.append(srv)
-    return srv
-
-
 t0 = time.time()
-try:
+with cluster:
     # --- a coordinator with a tables list is refused at start-up ---
     bad = os.path.join(work, "bad.yaml")
     with open(bad, "w") as f:
@@ -222,14 +148,14 @@ replication:
               "%s: refused at start-up with '%s': %s %s" % (name, needle, res.returncode,
                                                              res.stderr))
 
-    central = start(make_node("central"))
+    central = start_node("central")
     for s in SCHEMA:
         ok(central, s)
     ok(central, "INSERT INTO accounts (id, owner) VALUES (1, 'seed')")
     ok(central, "INSERT INTO settings (k, v) VALUES ('seeded', 'central')")
-    check(wait_log(central, "listening on 127.0.0.1:%d" % REPL_PORT), "central listens")
-    edge1 = start(make_node("edge1"))
-    edge2 = start(make_node("edge2", proxy="reject"))
+    check(wait_log(central, "listening on 127.0.0.1:%d" % REPL_PORT, 20.0), "central listens")
+    edge1 = start_node("edge1")
+    edge2 = start_node("edge2", proxy="reject")
 
     # --- first sync: replica tables arrive, sync tables do not (they take the stream) ---
     for e in (edge1, edge2):
@@ -325,8 +251,7 @@ replication:
           "central and edge1 converge on one value of a row both updated: %s" % want)
 
     # --- a late edge keeps its own table through its first sync ---
-    edge2.stop()
-    running.remove(edge2)
+    cluster.stop(edge2)
     shutil.rmtree(os.path.join(work, "edge2"), ignore_errors=True)
     os.makedirs(os.path.join(work, "edge2"))
     db = sqlite3.connect(os.path.join(work, "edge2", "main.db"))
@@ -334,7 +259,7 @@ replication:
     db.execute("INSERT INTO files VALUES (77, 'kept')")
     db.commit()
     db.close()
-    edge2 = start(make_node("edge2", proxy="reject"))
+    edge2 = start_node("edge2", proxy="reject")
     check(eventually(edge2, "SELECT owner FROM accounts WHERE id = 10", [{"owner": "via-edge1"}]),
           "the new edge2 synced the accounts")
     check(rows(edge2, "SELECT id, name FROM files ORDER BY id") == [{"id": 77, "name": "kept"}],
@@ -348,19 +273,7 @@ replication:
                      [{"name": "new-1"}, {"name": "new-2"}, {"name": "new-3"}]),
           "the new edge2's first writes reached central")
 
-    for s in list(running):
-        code, _ = s.stop()
-        check(code == 0, "%s stopped with %s" % (s.config, code))
-        running.remove(s)
+    cluster.stop_all()
     print("table modes test: %.1f s" % (time.time() - t0), flush=True)
-finally:
-    for s in running:
-        try:
-            s.stop()
-        except Exception:  # noqa: BLE001 - cleanup must go on
-            pass
-    for s in [v for v in list(globals().values()) if isinstance(v, Server)]:
-        s.cleanup()
-    shutil.rmtree(work, ignore_errors=True)
 
 finish()
