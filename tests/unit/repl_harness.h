@@ -188,23 +188,16 @@ static void waiter_done(void *user, const gs_db_reply *r)
     pthread_mutex_unlock(&w->m);
 }
 
-/* Run one request through the replication-aware path; returns the status, fills err/json. */
-static inline gs_status submit_wait(gs_database *db, gs_db_job_kind kind, const char *sql,
-                                    json_t *params, json_t *params_batch, json_t *write_concern,
-                                    gs_error *err, char **json)
+/* Run req (its done/user are replaced) through the replication-aware path and wait for the
+ * answer (bounded: 60 s); returns the status, fills err/json (free it; NULL: not wanted). */
+static inline gs_status submit_request_wait(gs_database *db, gs_db_request req,
+                                            json_t *write_concern, gs_error *err, char **json)
 {
     waiter w;
     memset(&w, 0, sizeof w);
     pthread_mutex_init(&w.m, NULL);
     pthread_cond_init(&w.c, NULL);
     gs_error_init(&w.err);
-    gs_db_stmt st = {sql, params};
-    gs_db_request req;
-    memset(&req, 0, sizeof req);
-    req.kind = kind;
-    req.stmts = &st;
-    req.stmt_count = 1;
-    req.params_batch = params_batch;
     req.done = waiter_done;
     req.user = &w;
     gs_status rc = gs_api_repl_submit(db, &req, write_concern, err);
@@ -228,6 +221,21 @@ static inline gs_status submit_wait(gs_database *db, gs_db_job_kind kind, const 
     pthread_mutex_destroy(&w.m);
     pthread_cond_destroy(&w.c);
     return rc;
+}
+
+/* Run one statement through the replication-aware path; returns the status, fills err/json. */
+static inline gs_status submit_wait(gs_database *db, gs_db_job_kind kind, const char *sql,
+                                    json_t *params, json_t *params_batch, json_t *write_concern,
+                                    gs_error *err, char **json)
+{
+    gs_db_stmt st = {sql, params};
+    gs_db_request req;
+    memset(&req, 0, sizeof req);
+    req.kind = kind;
+    req.stmts = &st;
+    req.stmt_count = 1;
+    req.params_batch = params_batch;
+    return submit_request_wait(db, req, write_concern, err, json);
 }
 
 static inline void exec_ok(gs_database *db, const char *sql)

@@ -307,6 +307,64 @@ Test(repl_table_modes, replica_tables_are_forwarded_or_refused)
     close_all(n);
 }
 
+/* A transaction of the given statements on n is refused with TOPOLOGY_ERROR naming needle. */
+static void refused_tx(tnode *n, const gs_db_stmt *st, size_t count, const char *needle)
+{
+    gs_db_request req;
+    memset(&req, 0, sizeof req);
+    req.kind = GS_DB_TRANSACTION;
+    req.stmts = st;
+    req.stmt_count = count;
+    gs_error err;
+    gs_error_init(&err);
+    cr_assert_eq(gs_api_repl_submit(n->db, &req, NULL, &err), GS_ERROR, "the transaction ran");
+    cr_assert_str_eq(err.code, "TOPOLOGY_ERROR", "%s: %s", err.code, err.message);
+    cr_assert(strstr(err.message, needle), "'%s' lacks '%s'", err.message, needle);
+}
+
+/* Routing looks at every table a request writes, however many (a readonly table after 20
+ * local ones is still refused), and a statement's remembered answer (the second time its
+ * text is seen) routes like the first. The edge runs alone: refusals need no peer. */
+Test(repl_table_modes, every_table_of_a_request_is_checked_and_answers_are_remembered)
+{
+    tnode b;
+    tnode_open(&b, dir, "node-b");
+    for (size_t k = 0; k < sizeof SCHEMA / sizeof SCHEMA[0]; k++)
+        exec_ok(b.db, SCHEMA[k]);
+    enum { LOCAL = 20 };
+    static char sql[LOCAL + 1][96];
+    gs_db_stmt st[LOCAL + 1];
+    for (int i = 0; i < LOCAL; i++) {
+        snprintf(sql[i], sizeof sql[i], "CREATE TABLE scratch_%d (id INTEGER PRIMARY KEY)", i);
+        exec_ok(b.db, sql[i]);
+        snprintf(sql[i], sizeof sql[i], "INSERT INTO scratch_%d (id) VALUES (1)", i);
+        st[i] = (gs_db_stmt){sql[i], NULL};
+    }
+    snprintf(sql[LOCAL], sizeof sql[LOCAL], "INSERT INTO audit_log (id, what) VALUES (1, 'x')");
+    st[LOCAL] = (gs_db_stmt){sql[LOCAL], NULL};
+    start_edge(&b, "alone", 0);
+    for (int round = 0; round < 2; round++) { /* the second round takes remembered answers */
+        refused_tx(&b, st, LOCAL + 1, "table 'audit_log' is readonly on node node-b");
+        gs_db_stmt mixed[2] = {st[0], {"INSERT INTO accounts (id, owner) VALUES (1, 'x')", NULL}};
+        refused_tx(&b, mixed, 2, "'scratch_0' (excluded: written here) and table 'accounts'");
+        refused(&b, "INSERT INTO audit_log (id, what) VALUES (1, 'x')", "readonly");
+    }
+    /* the local tables alone run here */
+    gs_db_request req;
+    memset(&req, 0, sizeof req);
+    req.kind = GS_DB_TRANSACTION;
+    req.stmts = st;
+    req.stmt_count = LOCAL;
+    gs_error err;
+    gs_error_init(&err);
+    cr_assert_eq(submit_request_wait(b.db, req, NULL, &err, NULL), GS_OK, "%s", err.message);
+    char *n = query1(&b, "SELECT count(*) FROM scratch_19");
+    cr_assert_str_eq(n, "1");
+    free(n);
+    tnode_stop(&b);
+    tnode_close(&b);
+}
+
 Test(repl_table_modes, sync_table_converges_after_conflicting_updates)
 {
     tnode n[3];

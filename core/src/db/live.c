@@ -24,6 +24,7 @@
 #include "base/buf.h"
 #include "base/error.h"
 #include "base/log.h"
+#include "base/text.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -214,20 +215,10 @@ typedef struct net_index {
     size_t mask;
 } net_index;
 
-static uint64_t hash_bytes(const char *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 static live_net *net_get(live_net *nets, size_t *nnets, net_index *ix, const char *key,
                          size_t keylen, int *created)
 {
-    size_t i = hash_bytes(key, keylen) & ix->mask;
+    size_t i = gs_hash_bytes(key, keylen) & ix->mask;
     while (ix->slot[i]) {
         live_net *n = &nets[ix->slot[i] - 1];
         if (n->keylen == keylen && memcmp(n->key, key, keylen) == 0) {

@@ -4,6 +4,7 @@
 #include "live_result.h"
 
 #include "base/alloc.h"
+#include "base/text.h"
 
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -77,19 +78,9 @@ static gs_live_row *row_clone(const gs_live_row *r)
 
 /* ---- the key index ---- */
 
-static uint64_t hash_key(const char *k, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)k[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 static gs_live_row *find(const gs_live_result *r, const char *key, size_t keylen)
 {
-    gs_live_row *p = r->buckets[hash_key(key, keylen) & (r->nbuckets - 1)];
+    gs_live_row *p = r->buckets[gs_hash_bytes(key, keylen) & (r->nbuckets - 1)];
     for (; p; p = p->hnext)
         if (p->keylen == keylen && memcmp(p->key, key, keylen) == 0)
             return p;
@@ -98,14 +89,14 @@ static gs_live_row *find(const gs_live_result *r, const char *key, size_t keylen
 
 static void index_add(gs_live_result *r, gs_live_row *row)
 {
-    gs_live_row **b = &r->buckets[hash_key(row->key, row->keylen) & (r->nbuckets - 1)];
+    gs_live_row **b = &r->buckets[gs_hash_bytes(row->key, row->keylen) & (r->nbuckets - 1)];
     row->hnext = *b;
     *b = row;
 }
 
 static void index_remove(gs_live_result *r, gs_live_row *row)
 {
-    gs_live_row **pp = &r->buckets[hash_key(row->key, row->keylen) & (r->nbuckets - 1)];
+    gs_live_row **pp = &r->buckets[gs_hash_bytes(row->key, row->keylen) & (r->nbuckets - 1)];
     while (*pp && *pp != row)
         pp = &(*pp)->hnext;
     if (*pp)

@@ -7,12 +7,17 @@
  * prepared (SQLITE_INSERT / UPDATE / DELETE with the table in arg1, outside triggers) on a
  * connection of its own, opened read-only: preparing never runs anything and never takes a
  * write lock, so the writer is not touched and only nodes with table modes pay for it (one
- * prepare per statement). The connection is serialised by a mutex; any thread may route.
+ * prepare per statement). The tables a statement writes depend on its text alone (names
+ * resolve in `main`; trigger bodies are not counted), so the answer for each statement text
+ * under CACHE_MAX_SQL bytes is remembered in a direct-mapped cache of CACHE_SLOTS entries: a
+ * node that sees the same statements again (parameters apart) parses each once. The
+ * connection and the cache are serialised by a mutex; any thread may route.
  */
 #include "engine_internal.h"
 
 #include "base/alloc.h"
 #include "base/log.h"
+#include "base/text.h"
 #include "repl/log.h"
 
 #include <sqlite3.h>
@@ -20,16 +25,66 @@
 #include <string.h>
 #include <strings.h>
 
-#define MAX_TARGETS 16
+#define CACHE_SLOTS 256
+#define CACHE_MAX_SQL 4096
+
+/* Table names without duplicates (case-insensitive, as SQLite compares them). */
+typedef struct name_list {
+    char **v;
+    size_t n, cap;
+    int oom; /* a name could not be stored: the list is incomplete */
+} name_list;
+
+typedef struct cached {
+    uint64_t hash;
+    char *sql; /* NULL: an empty slot */
+    name_list names;
+} cached;
 
 struct gs_table_route {
     pthread_mutex_t mu;
     sqlite3 *db;
-    /* filled by the authorizer during one prepare (under mu) */
-    char targets[MAX_TARGETS][128];
-    size_t ntargets;
-    int overflow;
+    name_list stmt;    /* filled by the authorizer during one prepare (under mu) */
+    name_list targets; /* the tables of the request being routed (under mu) */
+    cached cache[CACHE_SLOTS];
 };
+
+static void names_add(name_list *l, const char *name)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcasecmp(l->v[i], name) == 0)
+            return;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        char **v = gs_realloc(l->v, cap * sizeof *v);
+        if (!v) {
+            l->oom = 1;
+            return;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    if (!(l->v[l->n] = gs_strdup(name))) {
+        l->oom = 1;
+        return;
+    }
+    l->n++;
+}
+
+static void names_clear(name_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        gs_free(l->v[i]);
+    l->n = 0;
+    l->oom = 0;
+}
+
+static void names_free(name_list *l)
+{
+    names_clear(l);
+    gs_free(l->v);
+    memset(l, 0, sizeof *l);
+}
 
 static int capture(void *ctx, int action, const char *arg1, const char *arg2, const char *dbname,
                    const char *trigger)
@@ -43,14 +98,7 @@ static int capture(void *ctx, int action, const char *arg1, const char *arg2, co
         return SQLITE_OK;
     if (strncasecmp(arg1, "sqlite_", 7) == 0)
         return SQLITE_OK;
-    for (size_t i = 0; i < r->ntargets; i++)
-        if (strcasecmp(r->targets[i], arg1) == 0)
-            return SQLITE_OK;
-    if (r->ntargets == MAX_TARGETS || strlen(arg1) >= sizeof r->targets[0]) {
-        r->overflow = 1;
-        return SQLITE_OK;
-    }
-    snprintf(r->targets[r->ntargets++], sizeof r->targets[0], "%s", arg1);
+    names_add(&r->stmt, arg1);
     return SQLITE_OK;
 }
 
@@ -83,6 +131,12 @@ void gs_repl_table_route_close(gs_repl_engine *e)
         return;
     sqlite3_close(r->db);
     pthread_mutex_destroy(&r->mu);
+    names_free(&r->stmt);
+    names_free(&r->targets);
+    for (size_t i = 0; i < CACHE_SLOTS; i++) {
+        gs_free(r->cache[i].sql);
+        names_free(&r->cache[i].names);
+    }
     gs_free(r);
     e->troute = NULL;
 }
@@ -101,28 +155,66 @@ int gs_repl_table_pulls(gs_repl_engine *e, const gs_peer *from, const char *tabl
     return gs_table_modes_pulls(e->tmodes, table);
 }
 
-/* The tables one request writes, into r->targets (under r->mu). GS_ERROR: a statement SQLite
- * cannot prepare (the caller lets the normal path report it). */
-static gs_status find_targets(struct gs_table_route *r, const gs_db_request *req)
+/* The tables one statement text writes, into r->stmt (under r->mu). GS_ERROR: SQLite
+ * cannot prepare it. */
+static gs_status parse_targets(struct gs_table_route *r, const char *sql)
 {
-    r->ntargets = 0;
-    r->overflow = 0;
-    for (size_t i = 0; i < req->stmt_count; i++) {
-        const char *sql = req->stmts[i].sql;
-        while (sql && *sql) {
-            sqlite3_stmt *st = NULL;
-            const char *tail = NULL;
-            if (sqlite3_prepare_v2(r->db, sql, -1, &st, &tail) != SQLITE_OK) {
-                sqlite3_finalize(st);
-                return GS_ERROR;
-            }
+    names_clear(&r->stmt);
+    while (sql && *sql) {
+        sqlite3_stmt *st = NULL;
+        const char *tail = NULL;
+        if (sqlite3_prepare_v2(r->db, sql, -1, &st, &tail) != SQLITE_OK) {
             sqlite3_finalize(st);
-            if (!tail || tail == sql)
-                break;
-            sql = tail;
+            return GS_ERROR;
         }
+        sqlite3_finalize(st);
+        if (!tail || tail == sql)
+            break;
+        sql = tail;
     }
     return GS_OK;
+}
+
+/* The tables one statement text writes: the cached answer, or a parse whose answer is cached
+ * (NULL: SQLite cannot prepare it). Under r->mu. */
+static const name_list *statement_targets(struct gs_table_route *r, const char *sql)
+{
+    size_t len = strlen(sql);
+    uint64_t h = gs_hash_bytes(sql, len);
+    cached *c = &r->cache[h % CACHE_SLOTS];
+    if (c->sql && c->hash == h && strcmp(c->sql, sql) == 0)
+        return &c->names;
+    if (parse_targets(r, sql) != GS_OK)
+        return NULL;
+    if (len >= CACHE_MAX_SQL || r->stmt.oom)
+        return &r->stmt;
+    /* the slot takes the answer; its old list becomes the scratch list */
+    name_list old = c->names;
+    c->names = r->stmt;
+    r->stmt = old;
+    gs_free(c->sql);
+    c->sql = gs_strdup(sql);
+    c->hash = h;
+    return &c->names;
+}
+
+/* The tables one request writes, into r->targets (under r->mu). 1: a statement SQLite cannot
+ * prepare (the caller lets the normal path report it); -1: out of memory; 0: done. */
+static int find_targets(struct gs_table_route *r, const gs_db_request *req)
+{
+    names_clear(&r->targets);
+    for (size_t i = 0; i < req->stmt_count; i++) {
+        if (!req->stmts[i].sql)
+            continue;
+        const name_list *l = statement_targets(r, req->stmts[i].sql);
+        if (!l)
+            return 1;
+        if (l->oom)
+            return -1;
+        for (size_t k = 0; k < l->n; k++)
+            names_add(&r->targets, l->v[k]);
+    }
+    return r->targets.oom ? -1 : 0;
 }
 
 gs_status gs_repl_route_request(gs_repl_engine *e, const gs_db_request *req,
@@ -133,34 +225,40 @@ gs_status gs_repl_route_request(gs_repl_engine *e, const gs_db_request *req,
         return gs_repl_route_write(e, req->kind, req->stmt_count, route, err);
     struct gs_table_route *r = e->troute;
     pthread_mutex_lock(&r->mu);
-    gs_status found = find_targets(r, req);
+    int found = find_targets(r, req);
     const char *local = NULL, *remote = NULL;
     char lname[128] = "", rname[128] = "", refused[128] = "";
     gs_table_mode rmode = GS_TABLE_PRIMARY, lmode = GS_TABLE_PRIMARY;
-    for (size_t i = 0; found == GS_OK && i < r->ntargets; i++) {
-        gs_table_mode m = gs_table_modes_resolve(e->tmodes, r->targets[i]);
+    for (size_t i = 0; found == 0 && i < r->targets.n; i++) {
+        const char *t = r->targets.v[i];
+        gs_table_mode m = gs_table_modes_resolve(e->tmodes, t);
         switch (gs_table_mode_local_write(m)) {
         case GS_TABLE_WRITE_REFUSE:
             if (!refused[0])
-                snprintf(refused, sizeof refused, "%s", r->targets[i]);
+                snprintf(refused, sizeof refused, "%s", t);
             break;
         case GS_TABLE_WRITE_FORWARD:
             if (!remote) {
-                snprintf(rname, sizeof rname, "%s", r->targets[i]);
+                snprintf(rname, sizeof rname, "%s", t);
                 remote = rname;
                 rmode = m;
             }
             break;
         default:
             if (!local) {
-                snprintf(lname, sizeof lname, "%s", r->targets[i]);
+                snprintf(lname, sizeof lname, "%s", t);
                 local = lname;
                 lmode = m;
             }
         }
     }
-    size_t n = found == GS_OK ? r->ntargets : 0;
+    size_t n = found == 0 ? r->targets.n : 0;
     pthread_mutex_unlock(&r->mu);
+    if (found < 0)
+        return gs_error_set(err, 0, "INTERNAL_ERROR",
+                            "out of memory while finding the tables the write touches (node %s); "
+                            "nothing was written",
+                            e->node_id);
     if (n == 0) /* DDL, or a statement only the normal path can report on */
         return gs_repl_route_write(e, req->kind, req->stmt_count, route, err);
     if (refused[0])
