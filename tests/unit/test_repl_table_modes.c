@@ -4,9 +4,13 @@
  * primary (node-a) and two edge replicas (node-b, node-c). For every mode: where a write runs
  * (here, forwarded, refused) and which way its changes flow; a sync table converges after
  * conflicting updates on both sides; the first sync takes only the tables the edge pulls and
- * leaves the edge's own tables alone; the option checks.
+ * leaves the edge's own tables alone; an edge's change log keeps what its primary has yet
+ * to take, even over the size bound; the option checks.
  */
 #include "repl_harness.h"
+
+#include "db/cdc.h"
+#include "db/cdc_internal.h"
 
 #include <stdlib.h>
 
@@ -363,6 +367,47 @@ Test(repl_table_modes, every_table_of_a_request_is_checked_and_answers_are_remem
     free(n);
     tnode_stop(&b);
     tnode_close(&b);
+}
+
+/* The primary cannot run a first sync from an edge, so the edge's log never prunes what the
+ * primary has not taken from it, whatever its size bound: cut off, the edge writes far past
+ * the bound; healed, the central gets every row. */
+Test(repl_table_modes, an_edge_keeps_what_its_primary_has_not_taken_over_the_bound)
+{
+    tnode n[3];
+    open_all(n, 1);
+    start_all(n, "upstream", 0);
+    for (int i = 0; i < 20; i++) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "INSERT INTO files (id, name) VALUES (%d, 'before')", i);
+        exec_ok(n[1].db, sql);
+    }
+    expect_value(&n[0], "SELECT count(*) FROM files", "20");
+    tnode_control(&n[0], "partition node-a node-b");
+    enum { WRITES = 300 };
+    for (int i = 0; i < WRITES; i++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "INSERT INTO files (id, name) VALUES (%d, 'while cut off: %0*d')",
+                 1000 + i, 40, i);
+        exec_ok(n[1].db, sql);
+    }
+    /* a bound far below what the edge holds for the central */
+    n[1].db->opts.cdc_max_log_bytes = 4000;
+    n[1].db->opts.cdc_max_log_changes = 0;
+    atomic_store(&n[1].db->cdc->log_next_check, 0);
+    gs_error err;
+    gs_error_init(&err);
+    cr_assert_eq(gs_cdc_prune_now(n[1].db, &err), GS_OK, "%s", err.message);
+    gs_change_log_stats st;
+    cr_assert_eq(gs_db_change_log_stats(n[1].db, &st, &err), GS_OK, "%s", err.message);
+    cr_assert_eq(st.forced_total, 0, "the edge pruned %lld changes its primary still needed",
+                 (long long)st.forced_total);
+    cr_assert_gt(st.bytes, 4000, "the log stays over its bound while the central needs it");
+    tnode_control(&n[0], "heal");
+    char want[16];
+    snprintf(want, sizeof want, "%d", 20 + WRITES);
+    expect_value(&n[0], "SELECT count(*) FROM files", want);
+    close_all(n);
 }
 
 Test(repl_table_modes, sync_table_converges_after_conflicting_updates)

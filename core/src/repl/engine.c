@@ -1069,8 +1069,11 @@ static int send_to_peer(gs_repl_engine *e, size_t idx)
          * repeats that every ack_timeout_ms while it stays behind; coordinator mode has its
          * own repair path. */
         int64_t now = gs_repl_now_ms();
-        int notify =
-            !e->auth && (!p->resync_notice_ms || now - p->resync_notice_ms >= e->o.ack_timeout_ms);
+        /* per-table modes: a replica node feeding its primary (the peer here) cannot make
+         * the primary run a first sync from it */
+        int upstream = p->is_primary;
+        int notify = !e->auth && !upstream &&
+                     (!p->resync_notice_ms || now - p->resync_notice_ms >= e->o.ack_timeout_ms);
         if (notify)
             p->resync_notice_ms = now;
         p->behind_reported = 1;
@@ -1078,15 +1081,26 @@ static int send_to_peer(gs_repl_engine *e, size_t idx)
         if (!reported) {
             gs_error err;
             gs_error_init(&err);
-            gs_error_set(&err, 0, "REPLICATION_ERROR",
-                         "replica %s is at seq %lld but the change log was pruned up to %llu "
-                         "(cdc.retention_ms, cdc.max_log_bytes, cdc.max_log_changes); it cannot "
-                         "catch up from the log: %s",
-                         peer_id, (long long)after, (unsigned long long)pruned,
-                         e->auth ? "give it a fresh database so it syncs again, or raise the "
-                                   "retention"
-                                 : "it is told to resync (a first sync); raise the bound if "
-                                   "this repeats");
+            if (upstream)
+                gs_error_set(&err, 0, "REPLICATION_ERROR",
+                             "primary %s is at seq %lld of this node's changes but the change "
+                             "log was pruned up to %llu (cdc.retention_ms, cdc.max_log_bytes, "
+                             "cdc.max_log_changes): the changes in between to the tables this "
+                             "node sends it are lost to it, and a primary never runs a first "
+                             "sync from a replica. Those rows differ on %s until they change "
+                             "again here; copy the tables to it by hand if that matters, and "
+                             "raise the bound on this node",
+                             peer_id, (long long)after, (unsigned long long)pruned, peer_id);
+            else
+                gs_error_set(&err, 0, "REPLICATION_ERROR",
+                             "replica %s is at seq %lld but the change log was pruned up to %llu "
+                             "(cdc.retention_ms, cdc.max_log_bytes, cdc.max_log_changes); it "
+                             "cannot catch up from the log: %s",
+                             peer_id, (long long)after, (unsigned long long)pruned,
+                             e->auth ? "give it a fresh database so it syncs again, or raise the "
+                                       "retention"
+                                     : "it is told to resync (a first sync); raise the bound if "
+                                       "this repeats");
             gs_repl_note_error(e, &err, "replicating", peer_id);
         }
         if (notify)
@@ -1301,7 +1315,7 @@ static void hold_log(gs_repl_engine *e)
 {
     if (!e->is_primary && !e->tmodes) /* table modes: every node's log feeds its peers */
         return;
-    uint64_t hold = UINT64_MAX;
+    uint64_t hold = UINT64_MAX, upstream = UINT64_MAX;
     /* a replica already below what retention deleted is told to resync (send_to_peer): it no
      * longer needs the log, so it holds nothing */
     uint64_t pruned = atomic_load(&e->db->cdc->pruned_seq);
@@ -1311,6 +1325,13 @@ static void hold_log(gs_repl_engine *e)
         if ((!p->is_primary || e->tmodes) && (p->has_position || p->last_acked_seq > 0) &&
             (uint64_t)p->last_acked_seq >= pruned && (uint64_t)p->last_acked_seq < hold)
             hold = (uint64_t)p->last_acked_seq;
+        /* per-table modes on a replica node: its primary takes this node's tables from this
+         * log and cannot run a first sync from a replica to repair a hole, so what it has not
+         * acknowledged is never pruned, not even over the size bound */
+        if (p->is_primary && e->tmodes && !e->is_primary &&
+            (p->has_position || p->last_acked_seq > 0) && (uint64_t)p->last_acked_seq >= pruned &&
+            (uint64_t)p->last_acked_seq < upstream)
+            upstream = (uint64_t)p->last_acked_seq;
     }
     uint64_t sync_hold = gs_repl_sync_hold(e); /* first syncs being served (sync.c) */
     if (sync_hold < hold)
@@ -1318,7 +1339,7 @@ static void hold_log(gs_repl_engine *e)
     pthread_mutex_unlock(&e->mu);
     atomic_store(&e->db->cdc->repl_hold, hold);
     /* a sync being served is never cut short by the size bound (it would only start again) */
-    atomic_store(&e->db->cdc->repl_floor, sync_hold);
+    atomic_store(&e->db->cdc->repl_floor, sync_hold < upstream ? sync_hold : upstream);
     /* the size bound holds between the feed's periodic passes (cdc_log.c) */
     gs_cdc_retention_tick(e->db->cdc, (uint64_t)gs_db_committed_seq(e->db));
 }
