@@ -311,14 +311,20 @@ Test(repl_table_modes, replica_tables_are_forwarded_or_refused)
     close_all(n);
 }
 
-/* A transaction of the given statements on n is refused with TOPOLOGY_ERROR naming needle. */
-static void refused_tx(tnode *n, const gs_db_stmt *st, size_t count, const char *needle)
+static gs_db_request tx_request(const gs_db_stmt *st, size_t count)
 {
     gs_db_request req;
     memset(&req, 0, sizeof req);
     req.kind = GS_DB_TRANSACTION;
     req.stmts = st;
     req.stmt_count = count;
+    return req;
+}
+
+/* A transaction of the given statements on n is refused with TOPOLOGY_ERROR naming needle. */
+static void refused_tx(tnode *n, const gs_db_stmt *st, size_t count, const char *needle)
+{
+    gs_db_request req = tx_request(st, count);
     gs_error err;
     gs_error_init(&err);
     cr_assert_eq(gs_api_repl_submit(n->db, &req, NULL, &err), GS_ERROR, "the transaction ran");
@@ -354,14 +360,10 @@ Test(repl_table_modes, every_table_of_a_request_is_checked_and_answers_are_remem
         refused(&b, "INSERT INTO audit_log (id, what) VALUES (1, 'x')", "readonly");
     }
     /* the local tables alone run here */
-    gs_db_request req;
-    memset(&req, 0, sizeof req);
-    req.kind = GS_DB_TRANSACTION;
-    req.stmts = st;
-    req.stmt_count = LOCAL;
     gs_error err;
     gs_error_init(&err);
-    cr_assert_eq(submit_request_wait(b.db, req, NULL, &err, NULL), GS_OK, "%s", err.message);
+    cr_assert_eq(submit_request_wait(b.db, tx_request(st, LOCAL), NULL, &err, NULL), GS_OK, "%s",
+                 err.message);
     char *n = query1(&b, "SELECT count(*) FROM scratch_19");
     cr_assert_str_eq(n, "1");
     free(n);

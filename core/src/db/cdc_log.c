@@ -1101,6 +1101,17 @@ static gs_status compact(gs_cdc *cdc, gs_conn *conn, uint64_t lo, uint64_t hi, u
     return rc;
 }
 
+/* Store seq under key in _sirannon_meta when it is above the current value. */
+static gs_status raise_meta_seq(gs_conn *conn, const char *key, uint64_t seq, uint64_t current,
+                                gs_error *err)
+{
+    if (seq <= current)
+        return GS_OK;
+    char v[24];
+    snprintf(v, sizeof v, "%llu", (unsigned long long)seq);
+    return meta_put(conn, key, v, 0, err);
+}
+
 static void warn_crossing(gs_cdc *cdc, const bounds *b, const log_size *z, uint64_t hold)
 {
     if (b->warn_bytes <= 0) {
@@ -1315,21 +1326,12 @@ static gs_status prune_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
             bound = cut;
         }
     }
-    if (bound > atomic_load(&cdc->pruned_seq)) {
-        char v[24];
-        snprintf(v, sizeof v, "%llu", (unsigned long long)bound);
-        if (meta_put(conn, "cdc_pruned_seq", v, 0, err) != GS_OK) {
-            rc = GS_ERROR;
-            goto done;
-        }
-    }
-    if (compacted_top > atomic_load(&cdc->compacted_seq)) {
-        char v[24];
-        snprintf(v, sizeof v, "%llu", (unsigned long long)compacted_top);
-        if (meta_put(conn, "cdc_compacted_seq", v, 0, err) != GS_OK) {
-            rc = GS_ERROR;
-            goto done;
-        }
+    if (raise_meta_seq(conn, "cdc_pruned_seq", bound, atomic_load(&cdc->pruned_seq), err) !=
+            GS_OK ||
+        raise_meta_seq(conn, "cdc_compacted_seq", compacted_top, atomic_load(&cdc->compacted_seq),
+                       err) != GS_OK) {
+        rc = GS_ERROR;
+        goto done;
     }
     if (gs_cdc_exec(conn, "COMMIT", err) != GS_OK)
         rc = GS_ERROR;
