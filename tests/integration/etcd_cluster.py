@@ -234,6 +234,15 @@ class Cluster:
         code, _ = s.stop(timeout=timeout)
         return code
 
+    def stop_running_checked(self):
+        """SIGTERM every node still running and check that each exits 0 (a sanitizer build
+        exits non-zero on an error it found, so this is also the nodes' sanitizer check)."""
+        for n in NODE_IDS:
+            if self.running(n):
+                code = self.stop(n)
+                gslib.check(code == 0, "%s exits 0 on SIGTERM (got %s); its log ends:\n%s" %
+                            (n, code, self.log_tail(n, 3000) if code != 0 else ""))
+
     def stop_all(self):
         for n in NODE_IDS:
             try:

@@ -181,6 +181,7 @@ def main():
               "the subscription never ended: %s" % probe.all)
         code = probe.quit()
         check(code == 0, "the probe exits 0 (got %s): %s" % (code, probe.stderr()))
+        cl.stop_running_checked()
     finally:
         if probe is not None and probe.proc.poll() is None:
             probe.proc.kill()

@@ -855,11 +855,7 @@ def main():
         check(not wrong, "a node wrote only in a term etcd recorded it as primary of: %s %s" %
               (wrong, MON.recorded))
         print("terms seen: %s" % dict(sorted(MON.recorded.items())), flush=True)
-        for n in NODE_IDS:
-            if cl.running(n):
-                code = cl.stop(n)
-                check(code == 0, "%s exits 0 on SIGTERM (got %s); its log ends:\n%s" %
-                      (n, code, cl.log_tail(n, 3000) if code != 0 else ""))
+        cl.stop_running_checked()
     finally:
         MON.stop_ev.set()
         if cl:
