@@ -297,6 +297,24 @@ def main():
         check(scalar(follower, "SELECT v FROM items WHERE k = 'item-new'") == 7,
               "the us source was not disturbed")
 
+        # the remote table gains a column: the local copy gains it too (declared type and
+        # default) and the rows written with it arrive, the older rows with the default
+        log_before = len(follower.read_log().splitlines())
+        sql(eu, "ALTER TABLE users ADD COLUMN email TEXT DEFAULT 'none'")
+        sql(eu, "INSERT INTO users (id, name, email) VALUES (7, 'v2-7', 'seven@example.org')")
+        sql(eu, "UPDATE users SET name = 'v2-1b' WHERE id = 1")
+        wait_for("a row written with the new column arrives",
+                 lambda: query(follower, "SELECT email FROM eu_users WHERE id = 7")
+                 == [{"email": "seven@example.org"}], timeout=30)
+        wait_for("an update of an older row arrives after it",
+                 lambda: query(follower, "SELECT name, email FROM eu_users WHERE id = 1")
+                 == [{"name": "v2-1b", "email": "none"}], timeout=30)
+        after = follower.read_log().splitlines()[log_before:]
+        check(any("local table 'eu_users' gains column 'email'" in ln for ln in after),
+              "the follower says which column it added: %r" % (after[-5:],))
+        check(not any("copying remote table 'users'" in ln for ln in after),
+              "a new column needs no copy of the table")
+
         # a graceful stop with a source still retrying: prompt, clean exit, nothing leaked
         status, took = follower.stop(timeout=30)
         check(status == 0, "the follower exits 0 on SIGTERM (exit %r)" % (status,))

@@ -175,6 +175,28 @@ Test(source_apply, catalogue_table_and_batches)
     for (size_t i = 0; i < npk; i++)
         gs_free(pk[i]);
     gs_free(pk);
+    /* the remote table gained columns: the local one gains them, with type and default */
+    cr_assert_eq(gs_source_table_prepare(db, "eu_users",
+                                         "CREATE TABLE IF NOT EXISTS \"eu_users\" (org TEXT, id "
+                                         "INTEGER, name TEXT, email TEXT DEFAULT 'none' NOT NULL, "
+                                         "score REAL, PRIMARY KEY (org, id))",
+                                         &created, &pk, &npk, &err),
+                 GS_OK, "%s", err.message);
+    cr_assert_eq(created, 0);
+    cr_assert_eq(npk, 2);
+    for (size_t i = 0; i < npk; i++)
+        gs_free(pk[i]);
+    gs_free(pk);
+    cr_assert_eq(scalar("SELECT count(*) FROM pragma_table_info('eu_users')"), 5);
+    cr_assert_eq(scalar("SELECT count(*) FROM pragma_table_info('eu_users') WHERE name = 'email' "
+                        "AND type = 'TEXT' AND dflt_value = '''none''' AND \"notnull\" = 1"),
+                 1);
+    cr_assert_eq(scalar("SELECT count(*) FROM pragma_table_info('eu_users') WHERE name = 'score' "
+                        "AND type = 'REAL' AND dflt_value IS NULL"),
+                 1);
+    cr_assert_gt(scalar("SELECT count(*) FROM eu_users"), 0);
+    cr_assert_eq(scalar("SELECT count(*) FROM eu_users WHERE email = 'none'"),
+                 scalar("SELECT count(*) FROM eu_users"), "older rows take the default");
     cr_assert_eq(gs_source_table_prepare(db, "nokey", "CREATE TABLE \"nokey\" (a, b)", &created,
                                          &pk, &npk, &err),
                  GS_ERROR);

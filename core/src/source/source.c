@@ -250,14 +250,16 @@ static void on_event(void *user, const gs_client_event *ev)
 
 /* ---- state ---- */
 
-static const char *state_hint(gs_source_state st)
+static const char *state_hint(gs_source_state st, const gs_error *why)
 {
     if (st == GS_SOURCE_FAILED)
         return "; fix the source's url, token or the remote's configuration (the remote must "
                "accept SQL); retrying at retry_max_ms";
-    if (st == GS_SOURCE_RETRYING)
+    if (st != GS_SOURCE_RETRYING)
+        return "";
+    if (why && (strcmp(why->code, "CONNECTION_ERROR") == 0 || strcmp(why->code, "TIMEOUT") == 0))
         return "; retrying with backoff (check that the remote node is up and the url is right)";
-    return "";
+    return "; retrying with backoff (reconnects, lists the remote tables again and resumes)";
 }
 
 /* Set the state; log it once per change (not once per retry). */
@@ -281,7 +283,7 @@ static void set_state(src *s, gs_source_state st, const gs_error *why)
     if (why && why->code[0])
         gs_log(lvl, "source", "source '%s' of database '%s' (%s): %s: %s: %s%s", s->cfg.id,
                s->cfg.database, s->cfg.url, gs_source_state_name(st), why->code, why->message,
-               state_hint(st));
+               state_hint(st, why));
     else
         gs_log(lvl, "source", "source '%s' of database '%s' (%s): %s", s->cfg.id, s->cfg.database,
                s->cfg.url, gs_source_state_name(st));

@@ -8,6 +8,7 @@
 #include "../base/alloc.h"
 #include "../base/buf.h"
 #include "../base/error.h"
+#include "../base/log.h"
 #include "../db/database_internal.h"
 #include "../db/job.h"
 #include "../sqlite/connection.h"
@@ -190,9 +191,73 @@ typedef struct prepare_job {
     const char *local;
     const char *create_sql;
     int created;
+    int columns_added;
     char **pk;
     size_t npk;
 } prepare_job;
+
+/* The remote table gained columns since the local copy was made (ALTER TABLE ... ADD COLUMN
+ * there): add each one here with its declared type and default, so the remote's changes
+ * apply. The remote definition is read by creating it in a private in-memory database; a
+ * definition SQLite cannot create there adds nothing (the apply reports the mismatch). */
+static gs_status add_missing_columns(gs_conn *conn, prepare_job *j, gs_error *err)
+{
+    sqlite3 *mem = NULL;
+    if (sqlite3_open_v2(":memory:", &mem, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK ||
+        sqlite3_exec(mem, j->create_sql, NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_close(mem);
+        return GS_OK;
+    }
+    sqlite3_stmt *st = NULL;
+    gs_status rc = GS_OK;
+    if (sqlite3_prepare_v2(mem,
+                           "SELECT name, type, \"notnull\", dflt_value FROM pragma_table_info(?1) "
+                           "ORDER BY cid",
+                           -1, &st, NULL) != SQLITE_OK) {
+        sqlite3_close(mem);
+        return GS_OK;
+    }
+    sqlite3_bind_text(st, 1, j->local, -1, SQLITE_STATIC);
+    sqlite3 *db = gs_conn_db(conn);
+    gs_buf sql;
+    gs_buf_init(&sql);
+    while (rc == GS_OK && sqlite3_step(st) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        const char *type = (const char *)sqlite3_column_text(st, 1);
+        const char *dflt = (const char *)sqlite3_column_text(st, 3);
+        if (!name || sqlite3_table_column_metadata(db, "main", j->local, name, NULL, NULL, NULL,
+                                                   NULL, NULL) == SQLITE_OK)
+            continue;
+        gs_buf_reset(&sql);
+        gs_buf_puts(&sql, "ALTER TABLE ");
+        gs_repl_quote_ident(&sql, j->local);
+        gs_buf_puts(&sql, " ADD COLUMN ");
+        gs_repl_quote_ident(&sql, name);
+        if (type && *type)
+            gs_buf_printf(&sql, " %s", type);
+        if (dflt)
+            gs_buf_printf(&sql, " DEFAULT %s%s", dflt,
+                          sqlite3_column_int(st, 2) ? " NOT NULL" : "");
+        if (sql.oom) {
+            rc = gs_error_set(err, 0, "INTERNAL_ERROR", "out of memory");
+            break;
+        }
+        if (exec(conn, sql.data, err) != GS_OK) {
+            gs_error_prefix(err, "adding column '%s' of the remote table to '%s'", name, j->local);
+            rc = GS_ERROR;
+            break;
+        }
+        j->columns_added++;
+        gs_log(GS_LOG_INFO, "source",
+               "local table '%s' gains column '%s' (the remote table has it): %s", j->local, name,
+               sql.data);
+    }
+    gs_buf_free(&sql);
+    sqlite3_finalize(st);
+    sqlite3_close(mem);
+    return rc;
+}
 
 static gs_status prepare_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *err)
 {
@@ -210,6 +275,8 @@ static gs_status prepare_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *er
             return GS_ERROR;
         }
         j->created = 1;
+    } else if (j->create_sql && add_missing_columns(conn, j, err) != GS_OK) {
+        return GS_ERROR;
     }
     gs_buf q;
     gs_buf_init(&q);
@@ -254,7 +321,7 @@ static gs_status prepare_fn(void *user, gs_conn *conn, gs_buf *out, gs_error *er
 gs_status gs_source_table_prepare(gs_database *db, const char *local, const char *create_sql,
                                   int *created, char ***pk, size_t *npk, gs_error *err)
 {
-    prepare_job j = {local, create_sql, 0, NULL, 0};
+    prepare_job j = {local, create_sql, 0, 0, NULL, 0};
     gs_status rc = run_on_writer(db, prepare_fn, &j, err);
     if (rc != GS_OK) {
         for (size_t i = 0; i < j.npk; i++)

@@ -3,7 +3,9 @@
  *
  * Promise: gs_source_catalogue_load creates `_sirannon_gs_sources` when missing and reads a
  * source's stored positions; gs_source_table_prepare creates a missing local table from its
- * CREATE statement and reads the local primary key; gs_source_apply runs one batch (tables
+ * CREATE statement, or adds to an existing one the columns the remote table gained (ALTER
+ * TABLE ... ADD COLUMN with the remote's declared type and default), and reads the local
+ * primary key; gs_source_apply runs one batch (tables
  * to empty, upserts and deletes by primary key, positions to store) in ONE transaction, with
  * foreign-key enforcement off for its duration (the remote enforced its constraints; a local
  * copy may reference tables under their remote names). Every call waits for the writer and
@@ -41,7 +43,8 @@ typedef struct gs_source_position {
 gs_status gs_source_catalogue_load(gs_database *db, const char *source_id, gs_source_position **out,
                                    size_t *count, gs_error *err);
 
-/** Create `local` from create_sql when it does not exist (*created = 1 then), and read its
+/** Create `local` from create_sql when it does not exist (*created = 1 then) or add the columns
+ * create_sql has and `local` lacks (logged at INFO), and read its
  * primary-key columns in key order into *pk (gs_free each and the array). A table without a
  * PRIMARY KEY is refused (INVALID_REQUEST): a source upserts by primary key. */
 gs_status gs_source_table_prepare(gs_database *db, const char *local, const char *create_sql,
