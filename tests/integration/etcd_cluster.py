@@ -236,8 +236,14 @@ class Cluster:
 
     def stop_running_checked(self):
         """SIGTERM every node still running and check that each exits 0 (a sanitizer build
-        exits non-zero on an error it found, so this is also the nodes' sanitizer check)."""
-        for n in NODE_IDS:
+        exits non-zero on an error it found, so this is also the nodes' sanitizer check).
+        The primary goes last, as an operator stops a group: no replica is left redialling a
+        primary that is going away."""
+        try:
+            primary = self.primary()[0]
+        except Exception:  # noqa: BLE001 - etcd may be gone: any order will do
+            primary = None
+        for n in sorted(NODE_IDS, key=lambda n: n == primary):
             if self.running(n):
                 code = self.stop(n)
                 gslib.check(code == 0, "%s exits 0 on SIGTERM (got %s); its log ends:\n%s" %

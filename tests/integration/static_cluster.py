@@ -186,10 +186,13 @@ class StaticCluster:
         srv.kill9()
 
     def stop_all(self):
-        """SIGTERM every running node in start order; checks that each exits with status 0."""
-        for srv in list(self.running):
+        """SIGTERM every running node, the last started first (replicas before their primary,
+        as an operator stops a cluster: no replica is left redialling a primary that is going
+        away); checks that each exits with status 0."""
+        for srv in reversed(list(self.running)):
             code = self.stop(srv)
-            check(code == 0, "%s stopped with %s" % (srv.config, code))
+            check(code == 0, "%s stopped with %s; its log ends:\n%s" %
+                  (srv.config, code, srv.read_log()[-3000:] if code != 0 else ""))
 
     def close(self):
         for srv in self.running:
