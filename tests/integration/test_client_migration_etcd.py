@@ -12,88 +12,23 @@ the new primary; expects the probe to report DISCONNECTED, then RESYNC with migr
 another endpoint, and no ERROR; then a row written on the new primary after the failover
 arrives in the same subscription. Every wait is bounded."""
 import os
-import queue
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import gslib
 from gslib import check, finish
+from client_probe import PROBE, Probe, node_of
 from etcd_cluster import NODE_IDS, Cluster, Etcd, wait_for
 
-PROBE = os.environ.get("GS_CLIENT_SUB_PROBE", "")
 FAILOVER_BOUND = 30.0
 
 tmp = tempfile.mkdtemp(prefix="gs-client-migration-it-")
 etcd = Etcd(tmp)
 cl = None
 probe = None
-
-
-class Probe:
-    """The probe process; its stdout lines go to a queue read by a thread."""
-
-    def __init__(self, urls):
-        self.proc = subprocess.Popen([PROBE, "main", "t"] + urls, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     bufsize=1)
-        self.lines = queue.Queue()
-        self.all = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def expect(self, pred, timeout):
-        """The first line (from now) for which pred(line) holds, or None after timeout s."""
-        deadline = time.time() + timeout
-        while True:
-            left = deadline - time.time()
-            if left <= 0:
-                return None
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                return None
-            self.all.append(line)
-            if pred(line):
-                return line
-
-    def seen(self, pred):
-        return [l for l in self.all if pred(l)]
-
-    def command(self, text):
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
-
-    def quit(self, timeout=15):
-        if self.proc.poll() is None:
-            try:
-                self.command("quit")
-                self.proc.wait(timeout=timeout)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
-
-    def stderr(self):
-        try:
-            return self.proc.stderr.read() if self.proc.poll() is not None else ""
-        except (OSError, ValueError):
-            return ""
-
-
-def node_of(url):
-    for n in NODE_IDS:
-        if url.rstrip("/") == "http://127.0.0.1:%d" % cl.http[n]:
-            return n
-    return None
 
 
 def change_of(key):
@@ -127,12 +62,12 @@ def main():
         ok = wait_for(lambda: all(cl.keys(n) == set() for n in NODE_IDS), 30, 0.2)
         check(bool(ok), "the table is on every node")
 
-        probe = Probe(["http://127.0.0.1:%d" % cl.http[n] for n in NODE_IDS])
+        probe = Probe(["main", "t"] + ["http://127.0.0.1:%d" % cl.http[n] for n in NODE_IDS])
         line = probe.expect(lambda l: l.startswith("SUBSCRIBED "), 30)
         check(line is not None, "the probe subscribes (stderr: %s)" % probe.stderr())
         if line is None:
             return
-        on = node_of(line.split(" ", 1)[1])
+        on = node_of(cl, line.split(" ", 1)[1])
         check(on == p, "the subscription is routed to the primary %s: %s" % (p, line))
         st, b, _ = cl.execute(p, "INSERT INTO t (id, v) VALUES (1, 'before')")
         check(st == 200, "write before the failover: %s %s" % (st, b))
@@ -154,7 +89,7 @@ def main():
               "the subscription migrates (RESYNC migrated=1): %s; lines: %s" % (mig, probe.all))
         if mig is None or not mig.startswith("RESYNC 1 "):
             return
-        moved_to = node_of(mig.split(" ")[2])
+        moved_to = node_of(cl, mig.split(" ")[2])
         check(moved_to in NODE_IDS and moved_to != on,
               "migrated to another live node: %s (killed %s)" % (mig, on))
         check(probe.seen(lambda l: l.startswith("DISCONNECTED ")) != [],
@@ -183,9 +118,8 @@ def main():
         check(code == 0, "the probe exits 0 (got %s): %s" % (code, probe.stderr()))
         cl.stop_running_checked()
     finally:
-        if probe is not None and probe.proc.poll() is None:
-            probe.proc.kill()
-            probe.proc.wait(timeout=10)
+        if probe is not None:
+            probe.kill()
         if cl:
             if gslib.FAILED:
                 for n in NODE_IDS:

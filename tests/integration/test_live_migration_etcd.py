@@ -16,20 +16,17 @@ then fresh rows (holding both rows) with no ERROR, and reads now routed to a liv
 a row written on the new primary after the failover arrives in the same live query. Every
 wait is bounded."""
 import os
-import queue
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import gslib
 from gslib import check, finish
+from client_probe import PROBE, Probe, node_of
 from etcd_cluster import NODE_IDS, Cluster, Etcd, wait_for
 
-PROBE = os.environ.get("GS_CLIENT_SUB_PROBE", "")
 FAILOVER_BOUND = 30.0
 READ = "liveT"
 # The registered read the live query runs, on every node (server.operations, spec 05).
@@ -41,68 +38,6 @@ tmp = tempfile.mkdtemp(prefix="gs-live-migration-it-")
 etcd = Etcd(tmp)
 cl = None
 probe = None
-
-
-class Probe:
-    """The probe process in live mode; its stdout lines go to a queue read by a thread."""
-
-    def __init__(self, urls):
-        self.proc = subprocess.Popen([PROBE, "--live", READ, "main"] + urls,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.lines = queue.Queue()
-        self.all = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def expect(self, pred, timeout):
-        """The first line (from now) for which pred(line) holds, or None after timeout s."""
-        deadline = time.time() + timeout
-        while True:
-            left = deadline - time.time()
-            if left <= 0:
-                return None
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                return None
-            self.all.append(line)
-            if pred(line):
-                return line
-
-    def seen(self, pred):
-        return [l for l in self.all if pred(l)]
-
-    def command(self, text):
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
-
-    def quit(self, timeout=15):
-        if self.proc.poll() is None:
-            try:
-                self.command("quit")
-                self.proc.wait(timeout=timeout)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
-
-    def stderr(self):
-        try:
-            return self.proc.stderr.read() if self.proc.poll() is not None else ""
-        except (OSError, ValueError):
-            return ""
-
-
-def node_of(url):
-    for n in NODE_IDS:
-        if url.rstrip("/") == "http://127.0.0.1:%d" % cl.http[n]:
-            return n
-    return None
 
 
 def ids_of(line, prefix="LIVE "):
@@ -156,13 +91,14 @@ def main():
         st, b, _ = cl.execute(p, "INSERT INTO t (id, v) VALUES (1, 'initial')")
         check(st == 200, "write before the live query opens: %s %s" % (st, b))
 
-        probe = Probe(["http://127.0.0.1:%d" % cl.http[n] for n in NODE_IDS])
+        probe = Probe(["--live", READ, "main"] +
+                      ["http://127.0.0.1:%d" % cl.http[n] for n in NODE_IDS])
         line = probe.expect(lambda l: l.startswith("SUBSCRIBED ") or is_error(l), 30)
         check(line is not None and line.startswith("SUBSCRIBED "),
               "the probe opens the live query: %s (stderr: %s)" % (line, probe.stderr()))
         if line is None or not line.startswith("SUBSCRIBED "):
             return
-        on = node_of(line.split(" ", 1)[1])
+        on = node_of(cl, line.split(" ", 1)[1])
         check(on == p, "the live query is routed to the primary %s: %s" % (p, line))
         first = [ids_of(l) for l in probe.seen(lambda l: l.startswith("LIVE "))]
         check(first[:1] == [{1}],
@@ -200,7 +136,7 @@ def main():
               "REVALIDATING came before the fresh rows: %s" % after)
         probe.command("route")
         route = probe.expect(lambda l: l.startswith("ROUTE"), 15)
-        moved_to = node_of(route.split(" ")[1]) if route and route.startswith("ROUTE ") else None
+        moved_to = node_of(cl, route.split(" ")[1]) if route and route.startswith("ROUTE ") else None
         check(moved_to in NODE_IDS and moved_to != on,
               "reads (and so the live query) now go to another live node: %s (killed %s)" %
               (route, on))
@@ -235,9 +171,8 @@ def main():
         check(code == 0, "the probe exits 0 (got %s): %s" % (code, probe.stderr()))
         cl.stop_running_checked()
     finally:
-        if probe is not None and probe.proc.poll() is None:
-            probe.proc.kill()
-            probe.proc.wait(timeout=10)
+        if probe is not None:
+            probe.kill()
         if cl:
             if gslib.FAILED:
                 for n in NODE_IDS:
