@@ -3,10 +3,12 @@ stdout lines a thread queues, for the etcd cluster tests of libgatestream-client
 (test_client_migration_etcd, test_live_migration_etcd). Every wait is bounded."""
 import os
 import queue
+import shutil
 import subprocess
 import threading
 import time
 
+import gslib
 from etcd_cluster import NODE_IDS
 
 PROBE = os.environ.get("GS_CLIENT_SUB_PROBE", "")
@@ -79,3 +81,18 @@ def node_of(cluster, url):
         if url.rstrip("/") == "http://127.0.0.1:%d" % cluster.http[n]:
             return n
     return None
+
+
+def finish_run(probe, cluster, etcd, tmp):
+    """End a run whatever happened: kill the probe, show the nodes' log tails when a check
+    failed, stop and remove the nodes, stop etcd, remove tmp."""
+    if probe is not None:
+        probe.kill()
+    if cluster:
+        if gslib.FAILED:
+            for n in NODE_IDS:
+                print("---- %s log (tail) ----\n%s" % (n, cluster.log_tail(n, 2500)))
+        cluster.stop_all()
+        cluster.cleanup()
+    etcd.stop()
+    shutil.rmtree(tmp, ignore_errors=True)

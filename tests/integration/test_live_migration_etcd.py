@@ -16,15 +16,13 @@ then fresh rows (holding both rows) with no ERROR, and reads now routed to a liv
 a row written on the new primary after the failover arrives in the same live query. Every
 wait is bounded."""
 import os
-import shutil
 import signal
 import sys
 import tempfile
 import time
 
-import gslib
 from gslib import check, finish
-from client_probe import PROBE, Probe, node_of
+from client_probe import PROBE, Probe, finish_run, node_of
 from etcd_cluster import NODE_IDS, Cluster, Etcd, wait_for
 
 FAILOVER_BOUND = 30.0
@@ -171,16 +169,7 @@ def main():
         check(code == 0, "the probe exits 0 (got %s): %s" % (code, probe.stderr()))
         cl.stop_running_checked()
     finally:
-        if probe is not None:
-            probe.kill()
-        if cl:
-            if gslib.FAILED:
-                for n in NODE_IDS:
-                    print("---- %s log (tail) ----\n%s" % (n, cl.log_tail(n, 2500)))
-            cl.stop_all()
-            cl.cleanup()
-        etcd.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        finish_run(probe, cl, etcd, tmp)
 
 
 if __name__ == "__main__":
