@@ -126,6 +126,14 @@ static void expect_value(tnode *n, const char *sql, const char *want)
               sql, want, query1(n, sql));
 }
 
+/* The query answers want on node n now (no waiting). */
+static void expect_now(tnode *n, const char *sql, const char *want)
+{
+    char *v = query1(n, sql);
+    cr_assert_str_eq(v, want, "%s: '%s'", n->id, sql);
+    free(v);
+}
+
 static void refused(tnode *n, const char *sql, const char *needle)
 {
     gs_error err;
@@ -205,15 +213,9 @@ Test(repl_table_modes, each_mode_writes_and_pulls)
     exec_ok(n[1].db, "INSERT INTO files (id, name) VALUES (3, 'marker.txt')");
     expect_value(&n[1], "SELECT owner FROM accounts WHERE id = 3", "marker2");
     expect_value(&n[0], "SELECT name FROM files WHERE id = 3", "marker.txt");
-    t = query1(&n[1], "SELECT v FROM scratch_tmp");
-    cr_assert_str_eq(t, "edge");
-    free(t);
-    t = query1(&n[0], "SELECT v FROM scratch_tmp");
-    cr_assert_str_eq(t, "central");
-    free(t);
-    t = query1(&n[2], "SELECT count(*) FROM scratch_tmp");
-    cr_assert_str_eq(t, "0");
-    free(t);
+    expect_now(&n[1], "SELECT v FROM scratch_tmp", "edge");
+    expect_now(&n[0], "SELECT v FROM scratch_tmp", "central");
+    expect_now(&n[2], "SELECT count(*) FROM scratch_tmp", "0");
 
     /* sync both ways */
     exec_ok(n[1].db, "INSERT INTO settings (k, v) VALUES ('from-edge', '1')");
@@ -225,20 +227,20 @@ Test(repl_table_modes, each_mode_writes_and_pulls)
     expect_value(&n[2], "SELECT v FROM settings WHERE k = 'from-central'", "2");
     /* a sync change is never sent back to where it came from: the central's log holds the
      * edge's change under the edge's id only */
-    t = query1(&n[0], "SELECT group_concat(node_id) FROM _sirannon_changes WHERE table_name = "
-                      "'settings' AND row_id IS NOT NULL AND new_data LIKE '%from-edge%'");
-    cr_assert_str_eq(t, "node-b");
-    free(t);
+    expect_now(&n[0],
+               "SELECT group_concat(node_id) FROM _sirannon_changes WHERE table_name = "
+               "'settings' AND row_id IS NOT NULL AND new_data LIKE '%from-edge%'",
+               "node-b");
     /* and node-c holds it under node-b's id too (relayed, not re-stamped) */
-    t = query1(&n[2], "SELECT group_concat(node_id) FROM _sirannon_changes WHERE table_name = "
-                      "'settings' AND new_data LIKE '%from-edge%'");
-    cr_assert_str_eq(t, "node-b");
-    free(t);
+    expect_now(&n[2],
+               "SELECT group_concat(node_id) FROM _sirannon_changes WHERE table_name = "
+               "'settings' AND new_data LIKE '%from-edge%'",
+               "node-b");
     /* the edge that wrote it logs it once: it never came back */
-    t = query1(&n[1], "SELECT count(*) FROM _sirannon_changes WHERE table_name = 'settings' AND "
-                      "new_data LIKE '%from-edge%'");
-    cr_assert_str_eq(t, "1");
-    free(t);
+    expect_now(&n[1],
+               "SELECT count(*) FROM _sirannon_changes WHERE table_name = 'settings' AND "
+               "new_data LIKE '%from-edge%'",
+               "1");
     close_all(n);
 }
 
@@ -264,8 +266,8 @@ Test(repl_table_modes, replica_tables_are_forwarded_or_refused)
     expect_value(&n[2], "SELECT owner FROM accounts WHERE id = 7", "via-edge");
     /* a local table runs here even on a replica node (no forwarding configured at all) */
     exec_ok(n[1].db, "INSERT INTO files (id, name) VALUES (7, 'here')");
-    t = query1(&n[0], "SELECT count(*) FROM files WHERE id = 7");
-    free(t);
+    expect_now(&n[1], "SELECT name FROM files WHERE id = 7", "here");
+    expect_value(&n[0], "SELECT name FROM files WHERE id = 7", "here"); /* and it flows up */
     /* a transaction mixing a local and a forwarded table is refused */
     gs_db_stmt st[2] = {{"INSERT INTO files (id, name) VALUES (8, 'x')", NULL},
                         {"INSERT INTO accounts (id, owner) VALUES (8, 'x')", NULL}};
@@ -364,9 +366,7 @@ Test(repl_table_modes, every_table_of_a_request_is_checked_and_answers_are_remem
     gs_error_init(&err);
     cr_assert_eq(submit_request_wait(b.db, tx_request(st, LOCAL), NULL, &err, NULL), GS_OK, "%s",
                  err.message);
-    char *n = query1(&b, "SELECT count(*) FROM scratch_19");
-    cr_assert_str_eq(n, "1");
-    free(n);
+    expect_now(&b, "SELECT count(*) FROM scratch_19", "1");
     tnode_stop(&b);
     tnode_close(&b);
 }
@@ -447,23 +447,13 @@ Test(repl_table_modes, first_sync_takes_only_pulled_tables)
     start_edge(&n[1], "boot", 0);
     tnode *reps[] = {&n[1]};
     cr_assert(wait_converged(&n[0], reps, 1, 30000));
-    char *t = query1(&n[1], "SELECT owner FROM accounts");
-    cr_assert_str_eq(t, "a");
-    free(t);
-    t = query1(&n[1], "SELECT what FROM audit_log");
-    cr_assert_str_eq(t, "x");
-    free(t);
+    expect_now(&n[1], "SELECT owner FROM accounts", "a");
+    expect_now(&n[1], "SELECT what FROM audit_log", "x");
     /* sync and writeonly tables take the stream only; excluded never; the edge's own table
      * is left alone */
-    t = query1(&n[1], "SELECT count(*) FROM settings");
-    cr_assert_str_eq(t, "0");
-    free(t);
-    t = query1(&n[1], "SELECT count(*) FROM telemetry");
-    cr_assert_str_eq(t, "0");
-    free(t);
-    t = query1(&n[1], "SELECT name FROM files");
-    cr_assert_str_eq(t, "mine");
-    free(t);
+    expect_now(&n[1], "SELECT count(*) FROM settings", "0");
+    expect_now(&n[1], "SELECT count(*) FROM telemetry", "0");
+    expect_now(&n[1], "SELECT name FROM files", "mine");
     /* and the stream carries what follows */
     exec_ok(n[0].db, "INSERT INTO settings (k, v) VALUES ('later', 'yes')");
     expect_value(&n[1], "SELECT v FROM settings WHERE k = 'later'", "yes");
