@@ -153,6 +153,20 @@ static void tnode_close(tnode *n)
     }
 }
 
+/* Open node-a, node-b and node-c (no engines yet) under dir. */
+static inline void open_cluster(tnode n[3], const char *dir)
+{
+    tnode_open(&n[0], dir, "node-a");
+    tnode_open(&n[1], dir, "node-b");
+    tnode_open(&n[2], dir, "node-c");
+}
+
+static inline void close_cluster(tnode n[3])
+{
+    for (int i = 0; i < 3; i++)
+        tnode_close(&n[i]);
+}
+
 /* Send a fault-control command to the memory transport of n (see transports/memory). */
 static inline void tnode_control(tnode *n, const char *cmd)
 {

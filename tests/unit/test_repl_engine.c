@@ -41,19 +41,6 @@ static void start_cluster(tnode n[3], const char *bus, const char *faults, const
     }
 }
 
-static void open_cluster(tnode n[3])
-{
-    tnode_open(&n[0], dir, "node-a");
-    tnode_open(&n[1], dir, "node-b");
-    tnode_open(&n[2], dir, "node-c");
-}
-
-static void close_cluster(tnode n[3])
-{
-    for (int i = 0; i < 3; i++)
-        tnode_close(&n[i]);
-}
-
 /* ---- a mixed workload, submitted with a bounded window ---- */
 
 typedef struct window {
@@ -170,7 +157,7 @@ static void create_schema(gs_database *db)
 Test(repl_engine, three_nodes_converge_on_10000_mixed_writes)
 {
     tnode n[3];
-    open_cluster(n);
+    open_cluster(n, dir);
     create_schema(n[0].db);
     gs_repl_options o = fast_options();
     start_cluster(n, "mixed", NULL, &o);
@@ -190,7 +177,7 @@ Test(repl_engine, three_nodes_converge_on_10000_mixed_writes)
 Test(repl_engine, converges_under_drop_duplicate_and_reorder)
 {
     tnode n[3];
-    open_cluster(n);
+    open_cluster(n, dir);
     create_schema(n[0].db);
     gs_repl_options o = fast_options();
     o.ack_timeout_ms = 200;
@@ -217,7 +204,7 @@ Test(repl_engine, converges_under_drop_duplicate_and_reorder)
 Test(repl_engine, write_concern_local_majority_all_and_timeout)
 {
     tnode n[3];
-    open_cluster(n);
+    open_cluster(n, dir);
     create_schema(n[0].db);
     gs_repl_options o = fast_options();
     start_cluster(n, "concern", NULL, &o);
@@ -264,7 +251,7 @@ Test(repl_engine, write_concern_local_majority_all_and_timeout)
 Test(repl_engine, replica_refuses_or_forwards_writes)
 {
     tnode n[3];
-    open_cluster(n);
+    open_cluster(n, dir);
     create_schema(n[0].db);
     gs_repl_options o = fast_options();
     start_cluster(n, "forward", NULL, &o);
@@ -322,7 +309,7 @@ Test(repl_engine, replica_refuses_or_forwards_writes)
 Test(repl_engine, stopped_replica_resumes_without_gap_or_duplicate)
 {
     tnode n[3];
-    open_cluster(n);
+    open_cluster(n, dir);
     create_schema(n[0].db);
     gs_repl_options o = fast_options();
     start_cluster(n, "restart", NULL, &o);
@@ -348,7 +335,7 @@ Test(repl_engine, stopped_replica_resumes_without_gap_or_duplicate)
 Test(repl_engine, ddl_replicates_and_dangerous_ddl_is_refused)
 {
     tnode n[3];
-    open_cluster(n);
+    open_cluster(n, dir);
     gs_repl_options o = fast_options();
     start_cluster(n, "ddl", NULL, &o);
     tnode *reps[] = {&n[1], &n[2]};
@@ -460,7 +447,7 @@ static void expect_rejected(tnode *rep, uint64_t before, const char *code)
 Test(repl_engine, every_receive_side_rejection)
 {
     tnode n[3];
-    open_cluster(n);
+    open_cluster(n, dir);
     create_schema(n[0].db);
     gs_repl_options o = fast_options();
     o.max_batch_changes = 2;
@@ -597,7 +584,7 @@ Test(repl_engine, every_receive_side_rejection)
 Test(repl_engine, batch_before_ready_is_rejected)
 {
     tnode n[3];
-    open_cluster(n);
+    open_cluster(n, dir);
     gs_repl_options o = fast_options();
     /* B waits for a first sync from node-a, which never runs an engine */
     tnode_start(&n[1], "replica", TO_A, 1, "bus: early\npeers: [node-a]\n", &o);
@@ -654,7 +641,7 @@ static int lag_count(int i)
 Test(repl_engine, flow_control_reports_a_lagging_replica_once)
 {
     tnode n[3];
-    open_cluster(n);
+    open_cluster(n, dir);
     create_schema(n[0].db);
     gs_repl_options o = fast_options();
     o.flow_max_lag_seconds = 0.2;
@@ -684,7 +671,7 @@ Test(repl_engine, flow_control_reports_a_lagging_replica_once)
 Test(repl_engine, max_concurrent_syncs_queues_the_extra_joiner)
 {
     tnode n[3];
-    open_cluster(n);
+    open_cluster(n, dir);
     create_schema(n[0].db);
     for (int i = 0; i < 200; i++) {
         char sql[96];
@@ -737,7 +724,7 @@ Test(repl_engine, retention_keeps_what_a_cut_off_replica_still_needs)
 {
     h_retention_ms = 1000;
     tnode n[3];
-    open_cluster(n);
+    open_cluster(n, dir);
     create_schema(n[0].db);
     gs_repl_options o = fast_options();
     start_cluster(n, "retain", NULL, &o);
@@ -776,7 +763,7 @@ Test(repl_engine, a_replica_behind_the_pruned_log_is_refused_not_silently_skippe
 {
     h_retention_ms = 1000;
     tnode n[3];
-    open_cluster(n);
+    open_cluster(n, dir);
     create_schema(n[0].db);
     gs_repl_options o = fast_options();
     /* the primary alone writes, and its log is pruned */
@@ -820,7 +807,7 @@ static gs_status deny_deletes(void *user, const char *sql, json_t *params, gs_er
 Test(repl_engine, before_forwarded_query_hook_may_refuse)
 {
     tnode n[3];
-    open_cluster(n);
+    open_cluster(n, dir);
     create_schema(n[0].db);
     gs_repl_options o = fast_options();
     o.write_forwarding = 1;

@@ -435,19 +435,6 @@ static void start_cluster(tnode n[3], const char *bus, const gs_repl_options *o)
     }
 }
 
-static void open_cluster(tnode n[3])
-{
-    tnode_open(&n[0], dir, "node-a");
-    tnode_open(&n[1], dir, "node-b");
-    tnode_open(&n[2], dir, "node-c");
-}
-
-static void close_cluster(tnode n[3])
-{
-    for (int i = 0; i < 3; i++)
-        tnode_close(&n[i]);
-}
-
 static void create_schema(gs_database *db)
 {
     exec_ok(db, "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price REAL, "
@@ -501,7 +488,7 @@ static int64_t wait_under(tnode *p, int64_t max)
 Test(repl_log_bound, a_replica_below_the_compacted_range_catches_up_from_it)
 {
     tnode n[3];
-    open_cluster(n);
+    open_cluster(n, dir);
     create_schema(n[0].db);
     gs_repl_options o = fast_options();
     start_cluster(n, "compact", &o);
@@ -544,7 +531,7 @@ Test(repl_log_bound, a_replica_below_the_compacted_range_catches_up_from_it)
 Test(repl_log_bound, the_log_stays_bounded_and_a_replica_beyond_it_resyncs)
 {
     tnode n[3];
-    open_cluster(n);
+    open_cluster(n, dir);
     create_schema(n[0].db);
     gs_repl_options o = fast_options();
     start_cluster(n, "bounded", &o);
